@@ -1,0 +1,401 @@
+package subscriptions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// FeedsPerConn is how many listeners the Firestore source puts on one gRPC
+// connection. grpc-go blocks every new RPC on a connection (listeners, Gets,
+// writes alike) once it carries the server's limit of 100 concurrent
+// streams; 90 leaves room for the other RPCs.
+const FeedsPerConn = 90
+
+// DefaultMaxFeeds is FirestoreConfig.MaxFeeds when zero.
+const DefaultMaxFeeds = 1000
+
+// pingTimeout bounds Ping when its context has no deadline.
+const pingTimeout = 5 * time.Second
+
+// pingDoc is the document Ping reads; it need not exist.
+const pingDoc = "_firegate/ping"
+
+// FirestoreConfig configures NewFirestoreSource. Only ProjectID is
+// required.
+type FirestoreConfig struct {
+	// ProjectID is the Google Cloud project; required, also with an
+	// emulator.
+	ProjectID string
+	// DatabaseID names the database; "" → "(default)".
+	DatabaseID string
+	// MaxFeeds is the Feed cap the pool is sized for: the source opens
+	// ceil(MaxFeeds/FeedsPerConn) clients, one gRPC connection each, and
+	// puts each listener on the least loaded. It does not refuse listeners
+	// past the cap (the Hub enforces it); they are spread over the same
+	// connections. 0 → DefaultMaxFeeds; negative is an error.
+	MaxFeeds int
+	// ClientOptions are passed to every firestore client (tests, custom
+	// credentials). An option.WithGRPCConnectionPool here multiplies the
+	// connections of each client.
+	ClientOptions []option.ClientOption
+	// Logger receives listener lifecycle events at debug level; nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// FirestoreSource implements Source with the cloud.google.com/go/firestore
+// client's Query.Snapshots: one Listen gRPC stream per listener.
+// FIRESTORE_EMULATOR_HOST is honoured exactly as the client library does
+// (plaintext, owner credentials, any project id).
+//
+// Connection pool: the client library ignores option.WithGRPCConnectionPool
+// when FIRESTORE_EMULATOR_HOST is set (it dials one connection itself and
+// passes it with option.WithGRPCConn, which forces a pool of one), and in
+// production its pool balances per RPC rather than per stream. So the
+// source holds a pool of clients instead, each with its own connection, and
+// assigns every listener to the client with the fewest active listeners;
+// that bounds the streams per connection in both cases.
+//
+// A FirestoreSource is safe for concurrent use. mu guards the per-client
+// listener counts and closed; clients is fixed after construction.
+type FirestoreSource struct {
+	log     *slog.Logger
+	prefix  string // "projects/P/databases/D/documents/"
+	clients []*pooledClient
+
+	mu     sync.Mutex
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type pooledClient struct {
+	c      *firestore.Client
+	active int // listeners on this client; guarded by FirestoreSource.mu
+}
+
+// NewFirestoreSource validates cfg and creates the client pool. It does not
+// contact Firestore (use Ping for that).
+func NewFirestoreSource(ctx context.Context, cfg FirestoreConfig) (*FirestoreSource, error) {
+	if cfg.ProjectID == "" {
+		return nil, errors.New("failed to create the firestore source: ProjectID is required")
+	}
+	if cfg.MaxFeeds < 0 {
+		return nil, fmt.Errorf("failed to create the firestore source: MaxFeeds %d is negative", cfg.MaxFeeds)
+	}
+	if cfg.MaxFeeds == 0 {
+		cfg.MaxFeeds = DefaultMaxFeeds
+	}
+	db := cfg.DatabaseID
+	if db == "" {
+		db = firestore.DefaultDatabaseID
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n := (cfg.MaxFeeds + FeedsPerConn - 1) / FeedsPerConn
+	s := &FirestoreSource{
+		log:    log,
+		prefix: "projects/" + cfg.ProjectID + "/databases/" + db + "/documents/",
+	}
+	for i := 0; i < n; i++ {
+		c, err := firestore.NewClientWithDatabase(ctx, cfg.ProjectID, db, cfg.ClientOptions...)
+		if err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("failed to create firestore client: %w", err)
+		}
+		s.clients = append(s.clients, &pooledClient{c: c})
+	}
+	log.Debug("firestore source ready", "project", cfg.ProjectID, "database", db, "connections", n)
+	return s, nil
+}
+
+// Client returns the first client of the pool, for seeding data and for
+// writes in dev mode. It must not be closed by the caller.
+func (s *FirestoreSource) Client() *firestore.Client { return s.clients[0].c }
+
+// Conns is the number of clients (gRPC connections) in the pool.
+func (s *FirestoreSource) Conns() int { return len(s.clients) }
+
+// Close closes every client; running listeners end with an *UpstreamError
+// and later ones fail at once. Idempotent.
+func (s *FirestoreSource) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		var errs []error
+		for _, pc := range s.clients {
+			if err := pc.c.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("failed to close firestore clients: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Ping is a cheap readiness probe: it reads one document that need not
+// exist (one billed read). Without a deadline on ctx it gives up after 5 s.
+func (s *FirestoreSource) Ping(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, pingTimeout)
+		defer cancel()
+	}
+	_, err := s.clients[0].c.Doc(pingDoc).Get(ctx)
+	if err == nil || status.Code(err) == codes.NotFound {
+		return nil
+	}
+	return fmt.Errorf("failed to ping firestore: %w", err)
+}
+
+func (s *FirestoreSource) acquire() (*pooledClient, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, &UpstreamError{Code: codes.Unavailable, Message: "firestore source is closed"}
+	}
+	best := s.clients[0]
+	for _, pc := range s.clients[1:] {
+		if pc.active < best.active {
+			best = pc
+		}
+	}
+	best.active++
+	return best, nil
+}
+
+func (s *FirestoreSource) release(pc *pooledClient) {
+	s.mu.Lock()
+	pc.active--
+	s.mu.Unlock()
+}
+
+// loads returns the active listeners per client (tests).
+func (s *FirestoreSource) loads() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, len(s.clients))
+	for i, pc := range s.clients {
+		out[i] = pc.active
+	}
+	return out
+}
+
+// Listen implements Source. It runs q as a Firestore snapshot listener
+// until ctx is cancelled (returning ctx.Err()) or the listener fails
+// (returning an *UpstreamError with the gRPC code; a query the client
+// cannot even build, such as a bad field path or operator, is
+// InvalidArgument). Transient stream errors are retried inside the client
+// library and never surface. The first snapshot is Reset with every
+// document in query order; each later one carries the changes in the
+// library's order (removed, then added, then modified).
+func (s *FirestoreSource) Listen(ctx context.Context, q Query, emit func(*Snapshot)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pc, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release(pc)
+
+	fq, err := buildQuery(pc.c, q)
+	if err != nil {
+		return &UpstreamError{Code: codes.InvalidArgument, Message: err.Error()}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	it := fq.Snapshots(ctx)
+	// Stop must not run concurrently with Next: it runs here, after Next
+	// has returned.
+	defer it.Stop()
+
+	s.log.Debug("firestore listener opened", "collection", q.Collection)
+	first := true
+	for {
+		qs, err := next(it)
+		received := time.Now()
+		if err != nil {
+			err = s.listenError(ctx, err, first)
+			s.log.Debug("firestore listener ended", "collection", q.Collection, "err", err)
+			return err
+		}
+		snap, err := s.convert(qs, first)
+		if err != nil {
+			return err
+		}
+		snap.ReceivedAt = received
+		first = false
+		emit(snap)
+	}
+}
+
+// next calls it.Next, turning a panic of the client library's internal
+// assertions into an error so that one bad stream cannot crash the gateway.
+func next(it *firestore.QuerySnapshotIterator) (qs *firestore.QuerySnapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			qs, err = nil, &UpstreamError{Code: codes.Internal, Message: fmt.Sprintf("firestore client failed: %v", r)}
+		}
+	}()
+	return it.Next()
+}
+
+func (s *FirestoreSource) listenError(ctx context.Context, err error, first bool) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		return ue
+	}
+	if errors.Is(err, iterator.Done) {
+		return &UpstreamError{Code: codes.Unavailable, Message: "firestore listen stream ended"}
+	}
+	if st, ok := status.FromError(err); ok {
+		return &UpstreamError{Code: st.Code(), Message: st.Message()}
+	}
+	if first {
+		// The client library failed before talking to Firestore: the query
+		// itself is malformed (e.g. an invalid field path).
+		return &UpstreamError{Code: codes.InvalidArgument, Message: err.Error()}
+	}
+	return &UpstreamError{Code: codes.Internal, Message: err.Error()}
+}
+
+// convert builds a Snapshot from a QuerySnapshot. DocumentSnapshot.Data
+// panics on values the client cannot decode; that becomes an Internal
+// UpstreamError instead of a crash.
+func (s *FirestoreSource) convert(qs *firestore.QuerySnapshot, reset bool) (snap *Snapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			snap, err = nil, &UpstreamError{Code: codes.Internal, Message: fmt.Sprintf("failed to decode a document: %v", r)}
+		}
+	}()
+	snap = &Snapshot{Reset: reset, ReadTime: qs.ReadTime}
+	if reset {
+		docs, err := qs.Documents.GetAll()
+		if err != nil {
+			return nil, &UpstreamError{Code: codes.Internal, Message: err.Error()}
+		}
+		snap.Docs = make([]Document, len(docs))
+		for i, ds := range docs {
+			snap.Docs[i] = s.document(ds, true)
+		}
+		return snap, nil
+	}
+	snap.Changes = make([]Change, 0, len(qs.Changes))
+	for _, ch := range qs.Changes {
+		var c Change
+		switch ch.Kind {
+		case firestore.DocumentAdded:
+			c = Change{Kind: Added, Doc: s.document(ch.Doc, true)}
+		case firestore.DocumentModified:
+			c = Change{Kind: Modified, Doc: s.document(ch.Doc, true)}
+		case firestore.DocumentRemoved:
+			c = Change{Kind: Removed, Doc: s.document(ch.Doc, false)}
+		default:
+			continue
+		}
+		snap.Changes = append(snap.Changes, c)
+	}
+	return snap, nil
+}
+
+func (s *FirestoreSource) document(ds *firestore.DocumentSnapshot, withData bool) Document {
+	path, ok := strings.CutPrefix(ds.Ref.Path, s.prefix)
+	if !ok {
+		path = relativePath(ds.Ref.Path)
+	}
+	d := Document{ID: ds.Ref.ID, Path: path}
+	if withData {
+		d.Data = dataToJSONInPlace(ds.Data())
+		d.UpdateTime = ds.UpdateTime
+	}
+	return d
+}
+
+// ops maps wire operators to the firestore client's; they are the same
+// strings, listed so that nothing else reaches the client.
+var ops = map[string]string{
+	"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
+	"in": "in", "not-in": "not-in",
+	"array-contains": "array-contains", "array-contains-any": "array-contains-any",
+}
+
+// buildQuery turns a Query into a firestore.Query on c. Field names are
+// dot-separated field paths ("address.city"), as in the client library.
+func buildQuery(c *firestore.Client, q Query) (firestore.Query, error) {
+	if !validCollectionPath(q.Collection) {
+		return firestore.Query{}, fmt.Errorf("invalid collection path %q", q.Collection)
+	}
+	coll := c.Collection(q.Collection)
+	if coll == nil {
+		return firestore.Query{}, fmt.Errorf("invalid collection path %q", q.Collection)
+	}
+	fq := coll.Query
+	for _, f := range q.Filters {
+		op, ok := ops[f.Op]
+		if !ok {
+			return firestore.Query{}, fmt.Errorf("unknown operator %q on field %q", f.Op, f.Field)
+		}
+		fq = fq.Where(f.Field, op, FilterValueToFirestore(f.Value))
+	}
+	for _, o := range q.OrderBy {
+		var dir firestore.Direction
+		switch o.Direction {
+		case "", "asc":
+			dir = firestore.Asc
+		case "desc":
+			dir = firestore.Desc
+		default:
+			return firestore.Query{}, fmt.Errorf("unknown direction %q on field %q", o.Direction, o.Field)
+		}
+		fq = fq.OrderBy(o.Field, dir)
+	}
+	if q.Limit < 0 {
+		return firestore.Query{}, fmt.Errorf("negative limit %d", q.Limit)
+	}
+	if q.Limit > 0 {
+		fq = fq.Limit(q.Limit)
+	}
+	return fq, nil
+}
+
+// validCollectionPath reports whether p is a collection path: an odd
+// number of non-empty segments separated by "/".
+func validCollectionPath(p string) bool {
+	if p == "" {
+		return false
+	}
+	n := 1
+	prev := -1
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			if i == prev+1 {
+				return false
+			}
+			prev = i
+			n++
+		}
+	}
+	return prev != len(p)-1 && n%2 == 1
+}

@@ -1,0 +1,418 @@
+package subscriptions
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/wire"
+)
+
+// HubConfig configures a Hub. The zero value is a valid configuration: every
+// zero field takes the default its comment names. Negative values are
+// rejected by NewHub, except for Linger.
+type HubConfig struct {
+	// Linger is how long a Feed whose last subscriber left stays open (its
+	// listener running) so reconnects and resumes hit it warm. 0 means
+	// 30s; negative closes the Feed as soon as its last subscriber leaves.
+	Linger time.Duration
+	// MaxFeeds caps Feeds overall, lingering ones included (each is one
+	// Firestore listener). 0 means 1000.
+	MaxFeeds int
+	// MaxFeedsPerTenant caps Feeds per FeedSpec.Tenant. 0 means 100.
+	MaxFeedsPerTenant int
+	// ReplayCount is the number of `changes` messages each Feed keeps for
+	// resume and catch-up. 0 means 1024.
+	ReplayCount int
+	// ReplayAge drops replay entries older than this. 0 means 5m.
+	ReplayAge time.Duration
+	// SnapshotChunkBytes bounds the encoded size of one snapshot chunk
+	// (Message.Size(), i.e. without the subscription id); a single bigger
+	// document still goes alone. 0 means 256 KiB.
+	SnapshotChunkBytes int
+	// RetryMin and RetryMax bound the exponential backoff (with jitter)
+	// between listener rebuilds after transient errors. 0 means 500ms and
+	// 30s.
+	RetryMin, RetryMax time.Duration
+	// Metrics receives the Hub's counters; nil means metrics.New(nil).
+	Metrics *metrics.Metrics
+	// Logger receives listener failures at Warn; nil discards.
+	Logger *slog.Logger
+	// Clock stamps replay entries and decides their age; nil means time.Now.
+	Clock func() time.Time
+}
+
+// Defaults applied by NewHub to zero HubConfig fields.
+const (
+	hubDefaultLinger             = 30 * time.Second
+	hubDefaultMaxFeeds           = 1000
+	hubDefaultMaxFeedsPerTenant  = 100
+	hubDefaultReplayCount        = 1024
+	hubDefaultReplayAge          = 5 * time.Minute
+	hubDefaultSnapshotChunkBytes = 256 << 10
+	hubDefaultRetryMin           = 500 * time.Millisecond
+	hubDefaultRetryMax           = 30 * time.Second
+)
+
+// ErrHubClosed is returned by Subscribe after Close.
+var ErrHubClosed = errors.New("subscriptions: hub closed")
+
+// LimitError refuses a Subscribe that would have opened a new Feed past
+// MaxFeeds (Limit "feeds") or MaxFeedsPerTenant (Limit "feeds_per_org").
+// RetryAfter is a hint: the Hub's linger, after which idle Feeds free their
+// slots (at least one second).
+type LimitError struct {
+	Limit      string
+	RetryAfter time.Duration
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("feed limit %q reached; retry after %s", e.Limit, e.RetryAfter)
+}
+
+// Limit names carried by LimitError (the rate_limited_total label values).
+const (
+	LimitFeeds          = "feeds"
+	LimitFeedsPerTenant = "feeds_per_org"
+)
+
+const hubShards = 32
+
+type hubShard struct {
+	mu    sync.Mutex
+	feeds map[string]*feed // guarded by mu
+}
+
+// Hub is the registry of Feeds: one Feed per distinct FeedSpec.Key, each
+// with one upstream listener shared by all its subscribers. A Hub is safe
+// for concurrent use.
+//
+// Locking. The registry is split into 32 shards by key hash; a shard's mutex
+// guards its key→Feed map. Each Feed has its own mutex guarding its state,
+// visible set, replay buffer and subscriber list; every Deliver happens
+// under it. limMu guards the Feed counts used for the limits. The lock
+// order is
+//
+//	shard.mu → feed.mu → limMu
+//
+// (any prefix may be skipped; never the reverse). Subscribe holds a shard
+// lock only to find or create a Feed and reserve a reference (an atomic
+// increment, no Feed lock); it then attaches under the Feed lock alone, so a
+// long fan-out never stalls a shard. A Feed removes itself (linger expiry,
+// permanent error) by taking its shard lock and then its own lock, from
+// its own goroutine or a timer callback that holds no other lock. No lock is
+// held while waiting: Listen, backoff sleeps, timer waits and Close's
+// waits all happen with no lock held; Deliver never blocks.
+type Hub struct {
+	src    Source
+	cfg    HubConfig
+	m      *metrics.Metrics
+	log    *slog.Logger
+	now    func() time.Time
+	seed   maphash.Seed
+	shards [hubShards]hubShard
+
+	limMu     sync.Mutex
+	total     int            // registered Feeds; guarded by limMu
+	perTenant map[string]int // registered Feeds per tenant; guarded by limMu
+
+	closed atomic.Bool    // set first thing by Close
+	wg     sync.WaitGroup // Feed goroutines
+
+	cbMu     sync.Mutex     // admits linger callbacks until Close
+	cbClosed bool           // guarded by cbMu
+	cbWG     sync.WaitGroup // linger callbacks in flight
+
+	listeners atomic.Uint64
+
+	// afterFunc schedules linger expiry; tests replace it before the first
+	// Subscribe to drive expiry by hand.
+	afterFunc func(d time.Duration, fn func()) (stop func() bool)
+}
+
+// NewHub validates cfg, applies its defaults and returns a Hub whose Feeds
+// listen through src.
+func NewHub(src Source, cfg HubConfig) (*Hub, error) {
+	if src == nil {
+		return nil, errors.New("failed to create hub: nil Source")
+	}
+	for _, v := range []struct {
+		name string
+		bad  bool
+	}{
+		{"MaxFeeds", cfg.MaxFeeds < 0},
+		{"MaxFeedsPerTenant", cfg.MaxFeedsPerTenant < 0},
+		{"ReplayCount", cfg.ReplayCount < 0},
+		{"ReplayAge", cfg.ReplayAge < 0},
+		{"SnapshotChunkBytes", cfg.SnapshotChunkBytes < 0},
+		{"RetryMin", cfg.RetryMin < 0},
+		{"RetryMax", cfg.RetryMax < 0},
+	} {
+		if v.bad {
+			return nil, fmt.Errorf("failed to create hub: %s must not be negative", v.name)
+		}
+	}
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	defInt := func(p *int, d int) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	def(&cfg.Linger, hubDefaultLinger)
+	def(&cfg.ReplayAge, hubDefaultReplayAge)
+	def(&cfg.RetryMin, hubDefaultRetryMin)
+	def(&cfg.RetryMax, hubDefaultRetryMax)
+	defInt(&cfg.MaxFeeds, hubDefaultMaxFeeds)
+	defInt(&cfg.MaxFeedsPerTenant, hubDefaultMaxFeedsPerTenant)
+	defInt(&cfg.ReplayCount, hubDefaultReplayCount)
+	defInt(&cfg.SnapshotChunkBytes, hubDefaultSnapshotChunkBytes)
+	if cfg.RetryMin > cfg.RetryMax {
+		return nil, fmt.Errorf("failed to create hub: RetryMin %s exceeds RetryMax %s", cfg.RetryMin, cfg.RetryMax)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	h := &Hub{
+		src:       src,
+		cfg:       cfg,
+		m:         cfg.Metrics,
+		log:       cfg.Logger,
+		now:       cfg.Clock,
+		seed:      maphash.MakeSeed(),
+		perTenant: make(map[string]int),
+		afterFunc: func(d time.Duration, fn func()) func() bool { return time.AfterFunc(d, fn).Stop },
+	}
+	for i := range h.shards {
+		h.shards[i].feeds = make(map[string]*feed)
+	}
+	return h, nil
+}
+
+func (h *Hub) shardFor(key string) *hubShard {
+	return &h.shards[maphash.String(h.seed, key)%hubShards]
+}
+
+// Subscribe attaches sub to the Feed for spec, creating the Feed and
+// starting its listener if needed, and delivers, in order and before any
+// live message for this subscription: `subscribed` (catchUp=false), then
+// either the resume catch-up — one `changes` message with the net change
+// since resume.Seq, `subscribed` saying resumed=true — when resume names
+// this Feed's epoch and its seq is still covered by the replay buffer, or
+// the snapshot (chunks carrying the Feed's current seq, final on the last;
+// an empty result is one chunk with no docs). The first message after
+// `subscribed` carries catchUp=true. If the Feed has not received its first
+// upstream snapshot yet, the snapshot follows as soon as it arrives. These
+// deliveries may happen before Subscribe returns.
+//
+// Joining an existing Feed is never limited; a new Feed past MaxFeeds or
+// MaxFeedsPerTenant is refused with a *LimitError. If the Feed was just
+// closed by a permanent upstream error, sub gets `subscribed` and the
+// `unsubscribed` end message, and the returned Subscription is detached.
+func (h *Hub) Subscribe(spec FeedSpec, sub Subscriber, resume *wire.Resume) (*Subscription, error) {
+	if sub == nil {
+		return nil, errors.New("failed to subscribe: nil Subscriber")
+	}
+	if spec.Key == "" {
+		return nil, errors.New("failed to subscribe: empty feed key")
+	}
+	f, err := h.acquire(spec)
+	if err != nil {
+		return nil, err
+	}
+	return f.attach(sub, resume)
+}
+
+// acquire finds or creates the Feed for spec and reserves a reference on it.
+func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
+	sh := h.shardFor(spec.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if h.closed.Load() {
+		return nil, ErrHubClosed
+	}
+	if f := sh.feeds[spec.Key]; f != nil {
+		f.refs.Add(1)
+		return f, nil
+	}
+	if err := h.takeSlot(spec.Tenant); err != nil {
+		return nil, err
+	}
+	f := newFeed(h, spec)
+	f.refs.Add(1)
+	sh.feeds[spec.Key] = f
+	h.m.FeedsActive.Inc()
+	h.wg.Add(1)
+	go f.run()
+	return f, nil
+}
+
+// takeSlot counts a new Feed against the limits, or refuses it.
+func (h *Hub) takeSlot(tenant string) error {
+	h.limMu.Lock()
+	defer h.limMu.Unlock()
+	limit := ""
+	switch {
+	case h.total >= h.cfg.MaxFeeds:
+		limit = LimitFeeds
+	case h.perTenant[tenant] >= h.cfg.MaxFeedsPerTenant:
+		limit = LimitFeedsPerTenant
+	}
+	if limit != "" {
+		return &LimitError{Limit: limit, RetryAfter: max(h.cfg.Linger, time.Second)}
+	}
+	h.total++
+	h.perTenant[tenant]++
+	return nil
+}
+
+// forget releases a retired Feed's slot; called exactly once per Feed, by
+// whoever set its closed flag.
+func (h *Hub) forget(f *feed) {
+	h.limMu.Lock()
+	h.total--
+	if n := h.perTenant[f.spec.Tenant] - 1; n > 0 {
+		h.perTenant[f.spec.Tenant] = n
+	} else {
+		delete(h.perTenant, f.spec.Tenant)
+	}
+	h.limMu.Unlock()
+	h.m.FeedsActive.Dec()
+}
+
+// armLinger schedules the linger expiry of f for generation gen.
+func (h *Hub) armLinger(f *feed, gen uint64) func() bool {
+	return h.afterFunc(h.cfg.Linger, func() {
+		h.cbMu.Lock()
+		if h.cbClosed {
+			h.cbMu.Unlock()
+			return
+		}
+		h.cbWG.Add(1)
+		h.cbMu.Unlock()
+		defer h.cbWG.Done()
+		h.expireLinger(f, gen)
+	})
+}
+
+// expireLinger closes f if it still has no subscriber and gen is still its
+// current linger generation (a revived Feed that emptied again has a newer
+// one). Must be called with no lock held.
+func (h *Hub) expireLinger(f *feed, gen uint64) {
+	sh := h.shardFor(f.spec.Key)
+	sh.mu.Lock()
+	f.mu.Lock()
+	if f.closed || f.lingerGen != gen || f.refs.Load() != 0 {
+		f.mu.Unlock()
+		sh.mu.Unlock()
+		return
+	}
+	f.closed = true
+	if sh.feeds[f.spec.Key] == f {
+		delete(sh.feeds, f.spec.Key)
+	}
+	sh.mu.Unlock()
+	f.lingerStop = nil
+	f.mu.Unlock()
+	f.cancel()
+	h.forget(f)
+}
+
+// failFeed closes f after a permanent upstream error: its subscribers are
+// detached and each gets `unsubscribed` upstream_error with the error's
+// message (End set). Called from f's goroutine with no lock held.
+func (h *Hub) failFeed(f *feed, err *UpstreamError) {
+	sh := h.shardFor(f.spec.Key)
+	sh.mu.Lock()
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		sh.mu.Unlock()
+		return
+	}
+	f.closed = true
+	f.failure = err
+	if sh.feeds[f.spec.Key] == f {
+		delete(sh.feeds, f.spec.Key)
+	}
+	sh.mu.Unlock()
+	if f.lingerStop != nil {
+		f.lingerStop()
+		f.lingerStop = nil
+	}
+	f.detachAll(endMessage(err))
+	f.mu.Unlock()
+	f.cancel()
+	h.forget(f)
+}
+
+// Close stops every Feed and listener and waits for their goroutines and
+// pending linger callbacks. Subscribers are detached silently (the gateway
+// closes connections first). Subscribe afterwards returns ErrHubClosed.
+// Close is idempotent.
+func (h *Hub) Close() {
+	h.closed.Store(true)
+	h.cbMu.Lock()
+	h.cbClosed = true
+	h.cbMu.Unlock()
+	var feeds []*feed
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for _, f := range sh.feeds {
+			feeds = append(feeds, f)
+		}
+		clear(sh.feeds)
+		sh.mu.Unlock()
+	}
+	for _, f := range feeds {
+		f.mu.Lock()
+		wasOpen := !f.closed
+		f.closed = true
+		if f.lingerStop != nil {
+			f.lingerStop()
+			f.lingerStop = nil
+		}
+		f.detachAll(nil)
+		f.mu.Unlock()
+		f.cancel()
+		if wasOpen {
+			h.forget(f)
+		}
+	}
+	h.wg.Wait()
+	h.cbWG.Wait()
+}
+
+// FeedCount returns the number of registered Feeds, lingering ones included.
+func (h *Hub) FeedCount() int {
+	h.limMu.Lock()
+	defer h.limMu.Unlock()
+	return h.total
+}
+
+// ListenersStarted returns how many Source.Listen calls the Hub has made.
+func (h *Hub) ListenersStarted() uint64 { return h.listeners.Load() }
+
+// feedFor returns the registered Feed for key, or nil (for tests).
+func (h *Hub) feedFor(key string) *feed {
+	sh := h.shardFor(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.feeds[key]
+}
