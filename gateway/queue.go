@@ -1,0 +1,223 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/firegate/firegate/subscriptions"
+	"github.com/firegate/firegate/wire"
+)
+
+// entry is one queued frame: a subscription-bound shared Message (sub and
+// msg set; the writer splices the subscription id in) or a connection-level
+// control frame (ctrl set).
+type entry struct {
+	sub  *subscription
+	msg  *subscriptions.Message
+	ctrl []byte
+	typ  string
+}
+
+func (e *entry) size() int {
+	if e.msg != nil {
+		return e.msg.Size() + len(e.sub.quoted)
+	}
+	return len(e.ctrl)
+}
+
+// droppable reports whether an overflow may drop the entry: live data
+// that a catch-up replaces. Control frames, `subscribed` and the final
+// `unsubscribed` of a subscription are never dropped.
+func (e *entry) droppable() bool {
+	return e.msg != nil && !e.msg.End && e.msg.Frame.Type != wire.TypeSubscribed
+}
+
+type closeRequest struct {
+	code      int
+	reason    string
+	why       string // disconnects_total reason
+	immediate bool   // drop what is queued (slow consumer, drain)
+}
+
+// sendQueue is a connection's bounded send queue. Producers (Feeds, under
+// their locks, and the read loop) call push*, which never block; the one
+// writer goroutine calls take. mu guards every field and the lagging and
+// takenSeq fields of the subscriptions queued here.
+//
+// Slow-consumer policy ("catch-up, then disconnect"): a live `changes`
+// that finds the queue full (messages or bytes) drops every queued data
+// frame, marks the subscriptions concerned lagging (live frames for them are
+// then discarded at push) and, once the writer has drained the queue, asks
+// each Feed for the catch-up since the last seq the writer took. If
+// undroppable frames alone exceed four times the bounds, the connection is
+// closed 4009.
+type sendQueue struct {
+	mu       sync.Mutex
+	items    []entry
+	spare    []entry
+	bytes    int
+	maxItems int
+	maxBytes int
+	lagging  []*subscription
+	closeReq *closeRequest
+	wake     chan struct{}
+	// onOverflow is called (without mu) with the action taken.
+	onOverflow func(action string)
+}
+
+func newSendQueue(maxItems, maxBytes int, onOverflow func(string)) *sendQueue {
+	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, wake: make(chan struct{}, 1), onOverflow: onOverflow}
+}
+
+func (q *sendQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pushCtrl queues a control frame.
+func (q *sendQueue) pushCtrl(typ string, b []byte) {
+	q.mu.Lock()
+	if q.closeReq != nil {
+		q.mu.Unlock()
+		return
+	}
+	q.items = append(q.items, entry{ctrl: b, typ: typ})
+	q.bytes += len(b)
+	over := q.hardOverLocked()
+	q.mu.Unlock()
+	if over {
+		q.overflowDisconnect()
+		return
+	}
+	q.signal()
+}
+
+// pushMsg queues a subscription-bound message; see Subscriber.Deliver.
+func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp bool) {
+	q.mu.Lock()
+	if q.closeReq != nil || s.closed.Load() {
+		q.mu.Unlock()
+		return
+	}
+	if catchUp {
+		s.lagging = false
+	} else if s.lagging {
+		q.mu.Unlock()
+		return
+	}
+	e := entry{sub: s, msg: m, typ: m.Frame.Type}
+	live := !m.ReceivedAt.IsZero()
+	if live && (len(q.items) >= q.maxItems || q.bytes+e.size() > q.maxBytes) {
+		q.overflowLocked(s)
+		over := q.hardOverLocked()
+		q.mu.Unlock()
+		if over {
+			q.overflowDisconnect()
+			return
+		}
+		q.onOverflow("catchup")
+		q.signal()
+		return
+	}
+	q.items = append(q.items, e)
+	q.bytes += e.size()
+	over := q.hardOverLocked()
+	q.mu.Unlock()
+	if over {
+		q.overflowDisconnect()
+		return
+	}
+	q.signal()
+}
+
+func (q *sendQueue) hardOverLocked() bool {
+	return len(q.items) > 4*q.maxItems || q.bytes > 4*q.maxBytes
+}
+
+func (q *sendQueue) overflowDisconnect() {
+	q.onOverflow("disconnect")
+	q.requestClose(closeRequest{code: wire.CloseTooSlow, reason: "too slow: send queue overflow", why: "slow_consumer", immediate: true})
+}
+
+// overflowLocked drops every droppable entry and marks their
+// subscriptions (and s) lagging.
+func (q *sendQueue) overflowLocked(s *subscription) {
+	kept := q.items[:0]
+	q.bytes = 0
+	for _, e := range q.items {
+		if e.droppable() {
+			q.markLaggingLocked(e.sub)
+			continue
+		}
+		kept = append(kept, e)
+		q.bytes += e.size()
+	}
+	clear(q.items[len(kept):])
+	q.items = kept
+	q.markLaggingLocked(s)
+}
+
+func (q *sendQueue) markLaggingLocked(s *subscription) {
+	if !s.lagging {
+		s.lagging = true
+		q.lagging = append(q.lagging, s)
+	}
+}
+
+// requestClose asks the writer to close the connection; the first request
+// wins.
+func (q *sendQueue) requestClose(r closeRequest) {
+	q.mu.Lock()
+	if q.closeReq == nil {
+		q.closeReq = &r
+		if r.immediate {
+			clear(q.items)
+			q.items = q.items[:0]
+			q.bytes = 0
+		}
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// take hands the writer everything queued (the returned slice is the
+// writer's until the next take), the close request if any, and, when the
+// queue is empty, the subscriptions to catch up.
+func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscription) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	batch = q.items
+	q.items = q.spare[:0]
+	q.spare = batch
+	q.bytes = 0
+	for i := range batch {
+		e := &batch[i]
+		if e.msg == nil {
+			continue
+		}
+		switch e.msg.Frame.Type {
+		case wire.TypeChanges:
+			e.sub.takenSeq = e.msg.Seq
+		case wire.TypeSnapshot:
+			if e.msg.Frame.FinalChunk() {
+				e.sub.takenSeq = e.msg.Seq
+			} else {
+				e.sub.takenSeq = noSeq
+			}
+		}
+	}
+	if len(batch) == 0 && len(q.lagging) > 0 && q.closeReq == nil {
+		catchUp = q.lagging
+		q.lagging = nil
+		for _, s := range catchUp {
+			s.catchUpFrom = s.takenSeq
+		}
+	}
+	return batch, q.closeReq, catchUp
+}
+
+// release clears the writer's batch so the frames can be collected.
+func (q *sendQueue) release(batch []entry) {
+	clear(batch)
+}
