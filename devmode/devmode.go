@@ -1,0 +1,274 @@
+// Package devmode is the demo side of `firegate dev`: the embedded dev
+// policy, idempotent demo data for two organizations, the demo users, and
+// an HTTP handler that serves the demo page (package web) plus the /dev/*
+// endpoints the page uses to mint tokens, edit documents and simulate
+// activity.
+//
+// Everything under /dev/ answers loopback peers only, and only requests
+// whose Host is a loopback name (so a DNS-rebinding page cannot reach it)
+// and whose Origin, when present, is the server's own. It exists for local
+// development; production (`firegate serve`) never mounts it.
+package devmode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/web"
+)
+
+// Config configures Handler. Issuer and Client are required; the other
+// fields have safe zero values.
+type Config struct {
+	// Issuer mints the dev tokens (/dev/token). Required.
+	Issuer *authz.DevIssuer
+	// Client is the Firestore client /dev/docs and the activity simulation
+	// write with (the emulator in dev). Required.
+	Client *firestore.Client
+	// Azp is minted into tokens as azp: the page's origin, e.g.
+	// http://127.0.0.1:8080. Empty: tokens carry no azp claim.
+	Azp string
+	// Logger receives request failures and simulation events; nil
+	// discards. Tokens are never logged.
+	Logger *slog.Logger
+}
+
+// DevHandler serves the demo page and the /dev/* endpoints. It is safe for
+// concurrent use. Close stops the activity simulations it started.
+type DevHandler struct {
+	cfg         Config
+	log         *slog.Logger
+	mux         *http.ServeMux
+	collections []CollectionInfo
+	now         func() time.Time // clock for minted tokens; tests replace it
+
+	ctx    context.Context // cancelled by Close; parent of every simulation
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running simulation goroutines
+
+	mu     sync.Mutex             // guards sims and closed
+	sims   map[string]*simulation // by org id
+	closed bool
+}
+
+// Limits of the /dev endpoints.
+const (
+	// MaxDocBodyBytes bounds a /dev/docs request body.
+	MaxDocBodyBytes = 64 << 10
+	// DefaultTokenTTL is the lifetime of a /dev/token token without ttl.
+	DefaultTokenTTL = 60 * time.Second
+	// MinTokenTTL and MaxTokenTTL bound ttl.
+	MinTokenTTL = time.Second
+	MaxTokenTTL = 24 * time.Hour
+	// MaxSimulationRate bounds the changes per second of one simulation.
+	MaxSimulationRate = 50.0
+	// MaxSimulations bounds the organizations simulated at once.
+	MaxSimulations = 4
+	// writeTimeout bounds one Firestore write of a /dev request.
+	writeTimeout = 10 * time.Second
+)
+
+// Handler validates cfg and returns the dev handler. Routes:
+//
+//	GET  /, /index.html, /app.js, /firegate.js, /style.css   the demo page
+//	GET  /.well-known/jwks.json                 the dev issuer's public keys
+//	GET  /dev/token?user=&org=&role=&permissions=&ttl=&v2=   mint a token
+//	GET  /dev/users                             demo users and policy collections
+//	POST /dev/docs/{collection path}            create a document (auto id)
+//	PUT  /dev/docs/{document path}              set (replace) a document
+//	PATCH /dev/docs/{document path}             merge into a document
+//	DELETE /dev/docs/{document path}            delete a document
+//	POST /dev/simulate?on=1|0&org=&rate=        start/stop simulated activity
+//	GET  /dev/simulate                          running simulations
+//
+// Every /dev/ response is JSON; errors read {"error":"..."}.
+func Handler(cfg Config) (*DevHandler, error) {
+	if cfg.Issuer == nil {
+		return nil, errors.New("failed to create dev handler: Config.Issuer is required")
+	}
+	if cfg.Client == nil {
+		return nil, errors.New("failed to create dev handler: Config.Client is required")
+	}
+	if cfg.Azp != "" {
+		if u, err := url.Parse(cfg.Azp); err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, errors.New("failed to create dev handler: Config.Azp must be an origin like http://127.0.0.1:8080")
+		}
+	}
+	cols, err := policyCollections(defaultPolicy)
+	if err != nil {
+		return nil, errors.Join(errors.New("failed to create dev handler"), err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &DevHandler{
+		cfg:         cfg,
+		log:         log,
+		collections: cols,
+		now:         time.Now,
+		ctx:         ctx,
+		cancel:      cancel,
+		sims:        make(map[string]*simulation),
+	}
+
+	dev := http.NewServeMux()
+	dev.HandleFunc("GET /dev/token", h.serveToken)
+	dev.HandleFunc("GET /dev/users", h.serveUsers)
+	dev.HandleFunc("POST /dev/docs/{path...}", h.serveDocs)
+	dev.HandleFunc("PUT /dev/docs/{path...}", h.serveDocs)
+	dev.HandleFunc("PATCH /dev/docs/{path...}", h.serveDocs)
+	dev.HandleFunc("DELETE /dev/docs/{path...}", h.serveDocs)
+	dev.HandleFunc("POST /dev/simulate", h.serveSimulate)
+	dev.HandleFunc("GET /dev/simulate", h.serveSimulations)
+	dev.HandleFunc("/dev/", serveNoRoute)
+
+	mux := http.NewServeMux()
+	mux.Handle("/dev/", h.guard(dev))
+	mux.Handle("/.well-known/jwks.json", cfg.Issuer.JWKSHandler())
+	mux.Handle("/", web.Handler())
+	h.mux = mux
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *DevHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+// Close stops every activity simulation and waits for their goroutines;
+// later simulate requests get 503. It is safe to call more than once. It
+// does not close Config.Client.
+func (h *DevHandler) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+}
+
+// guard admits a request to /dev/ only from a loopback peer, with a
+// loopback Host and, when an Origin header is present, a same-origin one.
+// Host and Origin checks stop DNS rebinding and cross-site requests from a
+// browser on the same machine.
+func (h *DevHandler) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case !loopbackPeer(r.RemoteAddr):
+			writeError(w, http.StatusForbidden, "the dev endpoints answer loopback clients only")
+		case !loopbackHost(r.Host):
+			writeError(w, http.StatusForbidden, "the dev endpoints need a loopback Host (localhost, 127.0.0.1, [::1])")
+		case r.Header.Get("Origin") != "" && !sameOrigin(r.Header.Get("Origin"), r.Host):
+			writeError(w, http.StatusForbidden, "cross-origin requests to the dev endpoints are refused")
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// loopbackPeer reports whether remoteAddr ("ip:port", as in
+// http.Request.RemoteAddr) is a loopback address (IPv4-mapped IPv6
+// included).
+func loopbackPeer(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	return ip.Unmap().IsLoopback()
+}
+
+// loopbackHost reports whether a Host header names the local machine:
+// empty (HTTP/1.0, no browser), localhost or *.localhost, or a loopback
+// IP literal, with any port.
+func loopbackHost(hostport string) bool {
+	if hostport == "" {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// sameOrigin reports whether origin (an Origin header) is http(s)://host.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" || u.User != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, host)
+}
+
+// serveNoRoute answers what no /dev route matched: 405 with Allow for a
+// known endpoint asked with another method, else 404.
+func serveNoRoute(w http.ResponseWriter, r *http.Request) {
+	var allow string
+	switch p := r.URL.Path; {
+	case p == "/dev/token", p == "/dev/users":
+		allow = "GET, HEAD"
+	case p == "/dev/simulate":
+		allow = "GET, HEAD, POST"
+	case strings.HasPrefix(p, "/dev/docs/"):
+		allow = "POST, PUT, PATCH, DELETE"
+	default:
+		writeError(w, http.StatusNotFound, "no such dev endpoint")
+		return
+	}
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed; allowed: "+allow)
+}
+
+// serveUsers answers GET /dev/users.
+func (h *DevHandler) serveUsers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Users       []DemoUser       `json:"users"`
+		Collections []CollectionInfo `json:"collections"`
+	}{Users(), h.collections})
+}
+
+// errorBody is the JSON of every /dev error.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b = []byte(`{"error":"failed to encode the response"}`)
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json; charset=utf-8")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,548 @@
+// app.js — the `firegate dev` demo page. Plain ES2020, no dependencies.
+// It mints tokens from /dev/token, streams a collection through
+// firegate.js, and edits documents through /dev/docs (loopback only).
+import { FiregateClient, redactToken } from './firegate.js';
+
+const OPS = ['==', '!=', '<', '<=', '>', '>=', 'in', 'not-in', 'array-contains', 'array-contains-any'];
+const PREFERRED_COLUMNS = ['title', 'text', 'number', 'customer', 'status', 'visibility', 'assignee',
+  'amount_cents', 'currency', 'org_id', 'owner_id', 'created_at'];
+const MAX_COLUMNS = 8;
+const MAX_LOG = 400;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  users: [],
+  collections: [],
+  user: null, // DemoUser
+  org: '', // org id used for tokens ('' = none)
+  client: null,
+  sub: null, // current Subscription
+  subSpec: null,
+  welcome: null,
+  rows: new Map(), // doc id -> <tr>
+  columns: [],
+  simulating: false,
+};
+
+// ---------- helpers
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function option(value, label) {
+  const o = el('option', { text: label ?? value });
+  o.value = value;
+  return o;
+}
+
+async function api(method, url, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (_) {
+    data = { error: text };
+  }
+  if (!res.ok) throw new Error((data && data.error) || `${res.status} ${res.statusText}`);
+  return data;
+}
+
+function docURL(path) {
+  return '/dev/docs/' + path.split('/').map(encodeURIComponent).join('/');
+}
+
+function membership(user, orgID) {
+  return (user?.memberships || []).find((m) => m.org_id === orgID);
+}
+
+function orgLabel(m) {
+  return `${m.org_slug} (${m.org_id}) — ${m.role}`;
+}
+
+function collectionInfo(path) {
+  return state.collections.find((c) => c.example === path || c.path === path);
+}
+
+function showNotice(text) {
+  const n = $('notice');
+  n.textContent = text;
+  n.hidden = !text;
+}
+
+// ---------- log pane
+
+function log(direction, payload) {
+  if ($('pause-log').checked) return;
+  if ($('hide-pings').checked && payload && (payload.type === 'ping' || payload.type === 'pong')) return;
+  const list = $('log-list');
+  const arrow = direction === 'in' ? '←' : direction === 'out' ? '→' : '•';
+  let text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+  if (text.length > 3000) text = text.slice(0, 3000) + ` … (${text.length} chars)`;
+  const li = el('li', { class: direction }, el('span', { class: 't', text: new Date().toLocaleTimeString() }),
+    `${arrow} ${text}`);
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+  list.append(li);
+  while (list.children.length > MAX_LOG) list.firstChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---------- identity
+
+function fillOrgSelect(select, user, selected) {
+  select.replaceChildren(option('', '(no active org)'));
+  for (const m of user?.memberships || []) select.append(option(m.org_id, orgLabel(m)));
+  select.value = selected;
+}
+
+function onUserChange() {
+  state.user = state.users.find((u) => u.id === $('user').value) || null;
+  const first = state.user?.memberships?.[0]?.org_id || '';
+  fillOrgSelect($('org'), state.user, first);
+  fillOrgSelect($('switch-org'), state.user, '');
+}
+
+function tokenURL(orgID) {
+  const q = new URLSearchParams({ user: state.user.id, ttl: $('ttl').value });
+  if (orgID) q.set('org', orgID);
+  if (orgID && $('role').value) q.set('role', $('role').value);
+  if (orgID && $('permissions').value.trim()) q.set('permissions', $('permissions').value.trim());
+  if ($('v2').checked) q.set('v2', '1');
+  return '/dev/token?' + q.toString();
+}
+
+async function mintToken(orgID) {
+  const res = await api('GET', tokenURL(orgID));
+  log('note', `minted token for ${res.user_id}${res.org_id ? ' in ' + res.org_id : ''}` +
+    ` (${res.org_role || 'no role'}), expires ${res.expires_at}: ${redactToken(res.token)}`);
+  return res.token;
+}
+
+function renderWelcome(w) {
+  const dl = $('welcome');
+  dl.replaceChildren();
+  if (!w) return;
+  const add = (k, v) => dl.append(el('dt', { text: k }), el('dd', { text: v || '—' }));
+  add('user_id', w.user_id);
+  add('org_id', w.org_id || '(none)');
+  add('session_id', w.session_id);
+  add('expires_at', w.expires_at);
+}
+
+function setConnState(s, detail) {
+  const pill = $('conn-state');
+  let label = s;
+  if (s === 'waiting' && detail) label = `reconnecting in ${Math.round(detail.delayMs)} ms`;
+  pill.textContent = label;
+  pill.className = `pill state-${s}`;
+  const ready = s === 'ready';
+  const live = !['idle', 'closed'].includes(s);
+  $('connect').disabled = live;
+  $('disconnect').disabled = !live;
+  $('user').disabled = live;
+  $('org').disabled = live;
+  $('switch').disabled = !ready;
+  $('subscribe').disabled = !ready;
+  updateDocButtons();
+}
+
+function connect() {
+  if (!state.user) return;
+  state.org = $('org').value;
+  const client = new FiregateClient({
+    getToken: ({ reason }) => {
+      log('note', `getToken (${reason})`);
+      return mintToken(state.org);
+    },
+  });
+  client.on('frame', (dir, frame) => log(dir, frame));
+  client.on('state', (s, detail) => setConnState(s, detail));
+  client.on('close', (info) => log('note', `closed ${info.code} ${info.reason || ''}` +
+    (info.willReconnect ? ` — reconnecting in ${Math.round(info.delayMs)} ms` : '')));
+  client.on('welcome', (w, prev) => {
+    state.welcome = w;
+    renderWelcome(w);
+    if (prev && (prev.org_id || '') !== (w.org_id || '')) {
+      showNotice(`Active org changed: ${prev.org_id || '(none)'} → ${w.org_id || '(none)'}. ` +
+        'Org-scoped subscriptions ended with org_changed and were re-opened.');
+    }
+    updateDocButtons();
+  });
+  client.on('error', (frame) => showNotice(`error ${frame.code}: ${frame.message}`));
+  client.on('auth_expiring', () => log('note', 'auth_expiring → refreshing the token in-band'));
+  state.client = client;
+  if (state.subSpec) openSubscription(state.subSpec);
+  client.connect();
+}
+
+function disconnect() {
+  if (state.client) state.client.close();
+  state.client = null;
+  state.sub = null;
+  state.welcome = null;
+  renderWelcome(null);
+  setSubInfo();
+  stopSimulation();
+}
+
+async function switchOrg() {
+  const target = $('switch-org').value;
+  if (!state.client) return;
+  const previous = state.org;
+  state.org = target;
+  try {
+    const token = await mintToken(target);
+    await state.client.refreshAuth(token);
+    $('org').value = target;
+    if (state.simulating) await startSimulation();
+  } catch (err) {
+    state.org = previous;
+    showNotice(`switch failed: ${err.message}`);
+  }
+}
+
+// ---------- subscription
+
+function readSpec() {
+  const spec = { collection: $('collection').value };
+  const field = $('f-field').value.trim();
+  if (field) {
+    const raw = $('f-value').value.trim();
+    let value = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch (_) {
+      // a bare word is a string
+    }
+    spec.where = [{ field, op: $('f-op').value, value }];
+  }
+  const order = $('o-field').value.trim();
+  if (order) spec.order_by = [{ field: order, direction: $('o-dir').value }];
+  const limit = parseInt($('limit').value, 10);
+  if (limit > 0) spec.limit = limit;
+  return spec;
+}
+
+function setSubInfo() {
+  const sub = state.sub;
+  if (!sub || !sub.active) {
+    $('sub-info').textContent = '';
+    $('unsubscribe').disabled = true;
+    return;
+  }
+  $('unsubscribe').disabled = false;
+  $('sub-info').textContent = `${sub.id} · ${sub.spec.collection} · epoch ${sub.epoch || '—'} · seq ` +
+    `${sub.hasSeq ? sub.seq : '—'} · ${sub.docs.size} docs`;
+}
+
+function openSubscription(spec) {
+  if (state.sub) state.sub.unsubscribe();
+  clearTable();
+  showNotice('');
+  state.subSpec = spec;
+  state.sub = state.client.subscribe(spec, {
+    onSubscribed: () => setSubInfo(),
+    onSnapshot: (docs, sub) => {
+      renderTable(sub, new Map(docs.map((d) => [d.id, 'added'])));
+      setSubInfo();
+    },
+    onChanges: (changes, sub) => {
+      const flashes = new Map();
+      for (const c of changes) flashes.set(c.id, c.kind);
+      renderTable(sub, flashes);
+      setSubInfo();
+    },
+    onEnd: (reason, message, info) => {
+      clearTable();
+      showNotice(`unsubscribed: ${reason}${message ? ' — ' + message : ''}` +
+        (info.resubscribing ? ' (re-subscribing in the new org)' : ''));
+      setSubInfo();
+    },
+    onError: (frame, sub, info) => {
+      showNotice(`subscription refused: ${frame.code}${frame.message ? ' — ' + frame.message : ''}` +
+        (info.retrying ? ` (retrying in ${info.delayMs} ms)` : ''));
+      setSubInfo();
+    },
+  });
+  setSubInfo();
+  updateDocButtons();
+}
+
+function subscribe() {
+  if (!state.client) return;
+  openSubscription(readSpec());
+}
+
+function unsubscribe() {
+  if (state.sub) state.sub.unsubscribe();
+  state.sub = null;
+  state.subSpec = null;
+  clearTable();
+  setSubInfo();
+  updateDocButtons();
+}
+
+// ---------- table
+
+function clearTable() {
+  $('table').tHead.replaceChildren();
+  $('table').tBodies[0].replaceChildren();
+  state.rows.clear();
+  state.columns = [];
+  $('empty').hidden = false;
+}
+
+function columnsFor(docs) {
+  const keys = new Set();
+  for (const d of docs) for (const k of Object.keys(d.data || {})) keys.add(k);
+  const cols = PREFERRED_COLUMNS.filter((k) => keys.has(k));
+  for (const k of [...keys].sort()) if (!cols.includes(k)) cols.push(k);
+  return cols.slice(0, MAX_COLUMNS);
+}
+
+function compareValues(a, b) {
+  if (a === b) return 0;
+  if (a === undefined || a === null) return -1;
+  if (b === undefined || b === null) return 1;
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  return String(a) < String(b) ? -1 : 1;
+}
+
+function sortedDocs(sub) {
+  const docs = [...sub.docs.values()];
+  const orders = sub.spec.order_by || [];
+  docs.sort((x, y) => {
+    for (const o of orders) {
+      const c = compareValues(x.data?.[o.field], y.data?.[o.field]);
+      if (c !== 0) return o.direction === 'desc' ? -c : c;
+    }
+    return x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
+  });
+  return docs;
+}
+
+function formatValue(v) {
+  if (v === undefined) return '';
+  if (v === null) return 'null';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+function flash(tr, kind) {
+  tr.classList.remove('flash-added', 'flash-modified');
+  void tr.offsetWidth; // restart the animation
+  tr.classList.add(kind === 'added' ? 'flash-added' : 'flash-modified');
+}
+
+function actionButtons(doc) {
+  const cell = el('td', { class: 'actions' });
+  const data = doc.data || {};
+  if (typeof data.status === 'string') {
+    const next = { open: 'done', done: 'open', due: 'paid', paid: 'due' }[data.status] || 'open';
+    cell.append(el('button', {
+      class: 'small', text: `→ ${next}`, title: 'PATCH status',
+      onclick: () => editDoc(doc.path, { status: next }),
+    }));
+  }
+  if (typeof data.visibility === 'string') {
+    const next = data.visibility === 'private' ? 'public' : 'private';
+    cell.append(el('button', {
+      class: 'small', text: `→ ${next}`, title: 'PATCH visibility',
+      onclick: () => editDoc(doc.path, { visibility: next }),
+    }));
+  }
+  cell.append(el('button', { class: 'small', text: 'delete', title: 'DELETE', onclick: () => deleteDoc(doc.path) }));
+  return cell;
+}
+
+function fillRow(tr, doc) {
+  const cells = [el('td', { class: 'mono', text: doc.id })];
+  for (const c of state.columns) cells.push(el('td', { text: formatValue(doc.data?.[c]) }));
+  cells.push(el('td', { class: 'mono muted', text: doc.update_time || '' }));
+  cells.push(actionButtons(doc));
+  tr.replaceChildren(...cells);
+}
+
+function renderTable(sub, flashes) {
+  const table = $('table');
+  const tbody = table.tBodies[0];
+  const docs = sortedDocs(sub);
+  const cols = columnsFor(docs);
+  const colsChanged = cols.join('\u0000') !== state.columns.join('\u0000');
+  if (colsChanged) {
+    state.columns = cols;
+    const head = el('tr', {}, el('th', { text: 'id' }));
+    for (const c of cols) head.append(el('th', { text: c }));
+    head.append(el('th', { text: 'update_time' }), el('th', { text: '' }));
+    table.tHead.replaceChildren(head);
+  }
+  // Rows of removed documents stay a moment, struck through.
+  for (const [id, tr] of state.rows) {
+    if (!sub.docs.has(id)) {
+      state.rows.delete(id);
+      tr.classList.add('removed');
+      setTimeout(() => tr.remove(), 900);
+    }
+  }
+  let anchor = tbody.firstChild;
+  for (const doc of docs) {
+    let tr = state.rows.get(doc.id);
+    const kind = flashes.get(doc.id);
+    if (!tr) {
+      tr = el('tr');
+      state.rows.set(doc.id, tr);
+      fillRow(tr, doc);
+    } else if (kind || colsChanged) {
+      fillRow(tr, doc);
+    }
+    // Skip rows that are fading out.
+    while (anchor && anchor.classList.contains('removed')) anchor = anchor.nextSibling;
+    if (anchor !== tr) tbody.insertBefore(tr, anchor);
+    else anchor = anchor.nextSibling;
+    if (kind === 'added' || kind === 'modified') flash(tr, kind);
+  }
+  $('empty').hidden = docs.length > 0;
+}
+
+// ---------- editing through /dev/docs
+
+function currentCollection() {
+  return state.sub?.spec.collection || $('collection').value;
+}
+
+function updateDocButtons() {
+  const ready = state.client?.state === 'ready';
+  $('add').disabled = !ready || !state.sub;
+  const org = state.welcome?.org_id || '';
+  $('simulate').disabled = !ready || !org;
+}
+
+function newDocument(collection) {
+  const info = collectionInfo(collection);
+  const title = $('new-title').value.trim() || 'Untitled';
+  const base = { created_at: { $time: 'now' } };
+  if (info?.scope === 'org') base[info.scope_field || 'org_id'] = state.welcome?.org_id || '';
+  if (info?.scope === 'user') base[info.scope_field || 'user_id'] = state.user.id;
+  if (collection.endsWith('tasks')) {
+    return { ...base, title, status: 'open', visibility: $('new-visibility').value, assignee: state.user.id };
+  }
+  if (collection === 'invoices') {
+    return { ...base, number: `INV-${Math.floor(Math.random() * 9000) + 1000}`, customer: title,
+      amount_cents: Math.floor(Math.random() * 100000), currency: 'USD', status: 'due' };
+  }
+  if (collection === 'notes') return { ...base, text: title };
+  return { ...base, title };
+}
+
+async function addDoc() {
+  const collection = currentCollection();
+  try {
+    const res = await api('POST', docURL(collection), newDocument(collection));
+    log('note', `created ${res.path}`);
+  } catch (err) {
+    showNotice(`add failed: ${err.message}`);
+  }
+}
+
+async function editDoc(path, patch) {
+  try {
+    await api('PATCH', docURL(path), patch);
+    log('note', `patched ${path} ${JSON.stringify(patch)}`);
+  } catch (err) {
+    showNotice(`edit failed: ${err.message}`);
+  }
+}
+
+async function deleteDoc(path) {
+  try {
+    await api('DELETE', docURL(path));
+    log('note', `deleted ${path}`);
+  } catch (err) {
+    showNotice(`delete failed: ${err.message}`);
+  }
+}
+
+async function startSimulation() {
+  const org = state.welcome?.org_id;
+  if (!org) return;
+  const q = new URLSearchParams({ on: '1', org, rate: $('sim-rate').value });
+  try {
+    await stopSimulation(true);
+    const res = await api('POST', '/dev/simulate?' + q.toString());
+    state.simulating = true;
+    state.simOrg = org;
+    log('note', `simulating activity in ${res.org} at ${res.rate}/s`);
+  } catch (err) {
+    $('simulate').checked = false;
+    showNotice(`simulate failed: ${err.message}`);
+  }
+}
+
+async function stopSimulation(quiet) {
+  if (!state.simulating) return;
+  state.simulating = false;
+  const org = state.simOrg;
+  if (!quiet) $('simulate').checked = false;
+  try {
+    await api('POST', '/dev/simulate?' + new URLSearchParams({ on: '0', org }).toString());
+    if (!quiet) log('note', `simulation in ${org} stopped`);
+  } catch (err) {
+    showNotice(`stopping simulation failed: ${err.message}`);
+  }
+}
+
+// ---------- boot
+
+async function boot() {
+  for (const op of OPS) $('f-op').append(option(op));
+  let info;
+  try {
+    info = await api('GET', '/dev/users');
+  } catch (err) {
+    showNotice(`cannot load /dev/users: ${err.message} (the dev endpoints answer loopback callers only)`);
+    return;
+  }
+  state.users = info.users || [];
+  state.collections = info.collections || [];
+  for (const u of state.users) {
+    const orgs = (u.memberships || []).map((m) => `${m.org_slug}:${m.role.replace('org:', '')}`).join(', ');
+    $('user').append(option(u.id, `${u.name} — ${orgs || 'no org'}`));
+  }
+  for (const c of state.collections) {
+    $('collection').append(option(c.example || c.path, `${c.example || c.path} (${c.scope} scope)`));
+  }
+  onUserChange();
+  $('user').addEventListener('change', onUserChange);
+  $('connect').addEventListener('click', connect);
+  $('disconnect').addEventListener('click', disconnect);
+  $('switch').addEventListener('click', switchOrg);
+  $('subscribe').addEventListener('click', subscribe);
+  $('unsubscribe').addEventListener('click', unsubscribe);
+  $('add').addEventListener('click', addDoc);
+  $('simulate').addEventListener('change', () => ($('simulate').checked ? startSimulation() : stopSimulation()));
+  $('sim-rate').addEventListener('change', () => { if (state.simulating) startSimulation(); });
+  $('clear-log').addEventListener('click', () => $('log-list').replaceChildren());
+  window.addEventListener('beforeunload', () => {
+    if (state.simulating) {
+      navigator.sendBeacon?.('/dev/simulate?' + new URLSearchParams({ on: '0', org: state.simOrg }).toString());
+    }
+  });
+  setConnState('idle');
+}
+
+boot();
