@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/firegate/firegate/wire"
+)
+
+// TestDevEndToEnd starts `firegate dev` the way a newcomer does (the built
+// binary, no configuration but loopback ports), then checks the demo page,
+// /readyz, a dev token, a live change over the WebSocket, and a clean exit
+// on SIGTERM.
+func TestDevEndToEnd(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "firegate")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "dev", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-timeout", "1s")
+	cmd.Env = append(os.Environ(), "FIRESTORE_EMULATOR_HOST=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	lines := make(chan string, 100)
+	var banner strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	pageRe := regexp.MustCompile(`demo page:\s+(http://\S+)/`)
+	adminRe := regexp.MustCompile(`admin:\s+(http://\S+)/metrics`)
+	var base, admin string
+	deadline := time.After(90 * time.Second)
+	for base == "" || admin == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("firegate dev exited early:\n%s\n%s", banner.String(), stderr.String())
+			}
+			banner.WriteString(l + "\n")
+			if m := pageRe.FindStringSubmatch(l); m != nil {
+				base = m[1]
+			}
+			if m := adminRe.FindStringSubmatch(l); m != nil {
+				admin = m[1]
+			}
+		case <-deadline:
+			t.Fatalf("no banner within 90s:\n%s\n%s", banner.String(), stderr.String())
+		}
+	}
+	if !strings.Contains(banner.String(), "DEV MODE") {
+		t.Fatalf("banner does not say dev mode:\n%s", banner.String())
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(base + "/"); code != 200 || !strings.Contains(body, "<html") {
+		t.Fatalf("GET / = %d %.200s", code, body)
+	}
+	poll := time.Now().Add(30 * time.Second)
+	for {
+		code, body := get(base + "/readyz")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(poll) {
+			t.Fatalf("/readyz = %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _ := get(admin + "/readyz"); code != 200 {
+		t.Fatalf("admin /readyz = %d", code)
+	}
+	code, body := get(base + "/dev/token?user=user_alice&org=org_acme")
+	if code != 200 {
+		t.Fatalf("/dev/token = %d %s", code, body)
+	}
+	var tok struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token body %s", body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/stream", &websocket.DialOptions{
+		Subprotocols: []string{wire.Subprotocol, wire.BearerPrefix + tok.Token},
+		HTTPHeader:   http.Header{"Origin": {base}},
+	})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(8 << 20)
+	read := func() wire.ServerMessage {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m wire.ServerMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := read(); m.Type != "welcome" || m.OrgID != "org_acme" {
+		t.Fatalf("got %+v", m)
+	}
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","id":"s","collection":"tasks"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(); m.Type != "subscribed" {
+		t.Fatalf("got %+v", m)
+	}
+	for {
+		m := read()
+		if m.Type != "snapshot" {
+			t.Fatalf("got %+v", m)
+		}
+		for _, d := range m.Docs {
+			if !strings.Contains(string(d.Data), `"org_id":"org_acme"`) {
+				t.Fatalf("snapshot has another org's doc: %s", d.Data)
+			}
+		}
+		if m.Final {
+			if len(m.Docs) == 0 {
+				t.Fatal("no seeded tasks")
+			}
+			break
+		}
+	}
+	req, _ := http.NewRequest("POST", base+"/dev/docs/tasks", strings.NewReader(`{"org_id":"org_acme","title":"from the test","status":"open","visibility":"public"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST /dev/docs = %d", resp.StatusCode)
+	}
+	for {
+		m := read()
+		if m.Type != "changes" {
+			continue
+		}
+		if len(m.Changes) > 0 && m.Changes[0].Kind == "added" && strings.Contains(string(m.Changes[0].Data), "from the test") {
+			break
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Drain closes our socket with 1012.
+	_, _, err = ws.Read(ctx)
+	if websocket.CloseStatus(err) != wire.CloseServiceRestart {
+		t.Fatalf("close after SIGTERM: %v", err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("firegate dev exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("firegate dev did not exit after SIGTERM")
+	}
+}
+
+func TestServeRefusesIncompleteConfig(t *testing.T) {
+	var out, errOut bytes.Buffer
+	for _, k := range []string{"FIRESTORE_PROJECT_ID", "FIREGATE_POLICY", "CLERK_SECRET_KEY", "CLERK_JWKS_URL", "CLERK_JWT_KEY", "CLERK_ISSUER"} {
+		t.Setenv(k, "")
+	}
+	code := run([]string{"serve"}, &out, &errOut)
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"FIRESTORE_PROJECT_ID", "FIREGATE_POLICY", "CLERK_SECRET_KEY"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Fatalf("message does not name %s:\n%s", want, errOut.String())
+		}
+	}
+	errOut.Reset()
+	t.Setenv("CLERK_JWKS_URL", "https://example.test/jwks")
+	run([]string{"serve", "--project", "p", "--policy", "x.yaml"}, &out, &errOut)
+	if !strings.Contains(errOut.String(), "CLERK_ISSUER") {
+		t.Fatalf("JWKS URL without issuer not named:\n%s", errOut.String())
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "unknown command") {
+		t.Fatalf("code %d: %s", code, errOut.String())
+	}
+}
