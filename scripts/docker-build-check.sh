@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# docker-build-check.sh - run the Dockerfile's build step without Docker and
+# check the result is what the distroless static image needs.
+#
+# It reads the `go build` command from the Dockerfile's build stage (so the
+# two cannot drift apart), runs it with CGO_ENABLED=0 for linux into a
+# temporary directory (or $OUT_DIR), and checks every binary:
+#   - statically linked: no PT_INTERP program header, no NEEDED libraries;
+#   - built with CGO_ENABLED=0 and -trimpath (go version -m);
+#   - stripped (-ldflags "-s -w"): no .symtab, no DWARF.
+# GOARCH=arm64 scripts/docker-build-check.sh checks a cross build.
+# Exit status 0 when every check passes.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# The build command: join the Dockerfile's continuation lines and take the
+# RUN line that runs `go build`.
+build_line="$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile | grep -E '^RUN .*go build' || true)"
+[ -n "$build_line" ] || fail "no 'RUN ... go build' in Dockerfile"
+[ "$(printf '%s\n' "$build_line" | wc -l)" -eq 1 ] || fail "more than one go build in Dockerfile"
+
+# Flags and packages after "go build", without the -o and its value.
+args="${build_line#*go build}"
+grep -q -- '-trimpath' <<<"$args" || fail "Dockerfile go build lacks -trimpath"
+grep -q -- '-ldflags="-s -w"' <<<"$args" || fail "Dockerfile go build lacks -ldflags=\"-s -w\""
+grep -q 'CGO_ENABLED=0' <<<"$build_line" || fail "Dockerfile go build lacks CGO_ENABLED=0"
+mapfile -t pkgs < <(grep -oE '\./cmd/[A-Za-z0-9_./-]+' <<<"$args")
+[ "${#pkgs[@]}" -gt 0 ] || fail "no ./cmd/... packages in the Dockerfile go build"
+
+out="${OUT_DIR:-}"
+if [ -z "$out" ]; then
+  out="$(mktemp -d)"
+  trap 'rm -rf "$out"' EXIT
+fi
+mkdir -p "$out"
+
+goarch="${GOARCH:-$(go env GOARCH)}"
+echo "building ${pkgs[*]} for linux/$goarch into $out"
+CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" \
+  go build -trimpath -ldflags="-s -w" -o "$out/" "${pkgs[@]}"
+
+status=0
+check() { # name, condition-description, command...
+  local bin="$1" what="$2"; shift 2
+  if "$@"; then echo "  ok   $what"; else echo "  FAIL $what"; status=1; fi
+}
+no_interp() { ! LC_ALL=C readelf -lW "$1" 2>/dev/null | grep -q 'INTERP'; }
+no_needed() { ! LC_ALL=C readelf -dW "$1" 2>/dev/null | grep -q '(NEEDED)'; }
+no_symtab() { ! LC_ALL=C readelf -SW "$1" 2>/dev/null | grep -qE '\] \.symtab '; }
+no_dwarf()  { ! LC_ALL=C readelf -SW "$1" 2>/dev/null | grep -qE '\] \.z?debug_info '; }
+setting()   { go version -m "$1" | grep -qE "^[[:space:]]+build[[:space:]]+$2\$"; }
+file_static() { file -b "$1" | grep -qE 'statically linked|static-pie linked'; }
+
+for pkg in "${pkgs[@]}"; do
+  bin="$out/$(basename "$pkg")"
+  [ -f "$bin" ] || fail "$bin was not built"
+  echo "$bin ($(du -h "$bin" | cut -f1))"
+  if command -v readelf >/dev/null; then
+    check "$bin" "no PT_INTERP (static)" no_interp "$bin"
+    check "$bin" "no NEEDED shared libraries" no_needed "$bin"
+    check "$bin" "no .symtab (-s)" no_symtab "$bin"
+    check "$bin" "no DWARF (-w)" no_dwarf "$bin"
+  fi
+  if command -v file >/dev/null; then
+    check "$bin" "file(1): statically linked" file_static "$bin"
+  fi
+  if ! command -v readelf >/dev/null && ! command -v file >/dev/null; then
+    echo "  (neither readelf nor file is installed: relying on go version -m)"
+  fi
+  check "$bin" "CGO_ENABLED=0" setting "$bin" 'CGO_ENABLED=0'
+  check "$bin" "-trimpath" setting "$bin" '-trimpath=true'
+  check "$bin" "GOOS=linux GOARCH=$goarch" setting "$bin" "GOARCH=$goarch"
+done
+
+if [ "$status" -ne 0 ]; then
+  fail "binaries are not fit for the distroless static image"
+fi
+echo "PASS: static, stripped, CGO-free binaries for linux/$goarch"

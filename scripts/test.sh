@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of the project: vet, the whole suite under the race
+# detector (end-to-end tests start Google's Firestore emulator themselves),
+# and a short fuzzing pass over every decoder. Prints one summary line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race ./..."
+set +e
+go test -race -count=1 -timeout 20m -json ./... > .test-output.json
+test_rc=$?
+go run ./internal/tools/testsummary < .test-output.json
+sum_rc=$?
+set -e
+rm -f .test-output.json
+
+fuzz_rc=0
+if [ "${FIREGATE_SKIP_FUZZ:-}" != "1" ]; then
+  echo "== fuzz (${FUZZTIME:=10s} per target)"
+  while read -r pkg name; do
+    echo "-- $pkg $name"
+    if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" > .fuzz.log 2>&1; then
+      cat .fuzz.log; fuzz_rc=1
+    else
+      tail -n 1 .fuzz.log
+    fi
+  done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
+             d=$(dirname "$f"); grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | sed "s|^|./${d#./} |"; done)
+  rm -f .fuzz.log
+fi
+
+if [ $test_rc -ne 0 ] || [ $sum_rc -ne 0 ] || [ $fuzz_rc -ne 0 ]; then
+  echo "FAILED (tests rc=$test_rc, summary rc=$sum_rc, fuzz rc=$fuzz_rc)"
+  exit 1
+fi
+echo "all tests passed"
