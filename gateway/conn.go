@@ -65,14 +65,17 @@ type conn struct {
 	principal atomic.Pointer[authz.Principal]
 
 	// Read-loop state.
-	start       time.Time
-	userSlot    string
-	msgLimiter  *rate.Limiter
-	limitedRun  int
-	warnTimer   Timer
-	expireTimer Timer
-	authTimer   Timer
-	wbuf        []byte
+	start      time.Time
+	userSlot   string
+	msgLimiter *rate.Limiter
+	limitedRun int
+	authTimer  Timer
+	wbuf       []byte
+
+	// Guarded by mu: expiry timers (re-armed by refreshes and webhooks).
+	warnTimer    Timer
+	expireTimer  Timer
+	closedTimers bool
 
 	writerDone chan struct{}
 	closeWhy   atomic.Pointer[string]
@@ -196,12 +199,13 @@ func (c *conn) closeWith(code int, reason, why string, immediate bool) {
 
 func (c *conn) cleanup() {
 	s := c.s
+	c.mu.Lock()
+	c.closedTimers = true
 	for _, t := range []Timer{c.authTimer, c.warnTimer, c.expireTimer} {
 		if t != nil {
 			t.Stop()
 		}
 	}
-	c.mu.Lock()
 	subs := c.subs
 	c.subs = map[string]*subscription{}
 	c.mu.Unlock()
@@ -353,6 +357,11 @@ func closeReasonFor(reason string) string {
 // armExpiry (re)arms auth_expiring and the 4001 close for p's expiry.
 func (c *conn) armExpiry(p *authz.Principal) {
 	s := c.s
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closedTimers {
+		return
+	}
 	if c.warnTimer != nil {
 		c.warnTimer.Stop()
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/firegate/firegate/internal/emulator"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
+	"github.com/firegate/firegate/webhooks"
 )
 
 // NewLogger builds the JSON (or text) slog logger the settings ask for.
@@ -133,13 +134,25 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 		p.close()
 		return nil, fmt.Errorf("failed to set up token verification: %w", err)
 	}
+	mux := http.NewServeMux()
+	if extra != nil {
+		mux.Handle("/", extra)
+	}
 	p.srv, err = gateway.New(gcfg, gateway.Deps{
 		Verifier: p.verifier, Policy: pol, Hub: p.hub, Metrics: p.m, Gatherer: p.reg, Logger: log,
-		Upstream: p.source.Ping, Extra: extra,
+		Upstream: p.source.Ping, Extra: mux,
 	})
 	if err != nil {
 		p.close()
 		return nil, err
+	}
+	if s.WebhookSecret != "" {
+		wh, err := webhooks.NewHandler(webhooks.Config{Secret: s.WebhookSecret, Logger: log}, p.srv)
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("invalid CLERK_WEBHOOK_SECRET: %w", err)
+		}
+		mux.Handle("POST /v1/webhooks/clerk", wh)
 	}
 	return p, nil
 }

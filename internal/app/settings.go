@@ -30,6 +30,7 @@ type Settings struct {
 	ClerkIssuer         string
 	AuthorizedParties   []string
 	AllowMissingAzp     bool
+	WebhookSecret       string
 	ProjectID           string
 	Database            string
 	EmulatorHost        string
@@ -176,6 +177,7 @@ func (s *Settings) table() []setting {
 	add("CLERK_ISSUER", "clerk-issuer", "expected iss of session tokens", func() (func(string) error, func() string) { return str(&s.ClerkIssuer) })
 	add("CLERK_AUTHORIZED_PARTIES", "clerk-authorized-parties", "allowed azp values (default: the allowed origins)", func() (func(string) error, func() string) { return list(&s.AuthorizedParties) })
 	add("FIREGATE_ALLOW_MISSING_AZP", "allow-missing-azp", "accept tokens without azp (native apps)", func() (func(string) error, func() string) { return boolean(&s.AllowMissingAzp) })
+	add("CLERK_WEBHOOK_SECRET", "clerk-webhook-secret", "Svix signing secret (whsec_...) enabling /v1/webhooks/clerk", func() (func(string) error, func() string) { return str(&s.WebhookSecret) })
 	add("FIRESTORE_PROJECT_ID", "project", "Firestore project id (required in serve)", func() (func(string) error, func() string) { return str(&s.ProjectID) })
 	add("FIRESTORE_DATABASE", "database", "Firestore database id (default (default))", func() (func(string) error, func() string) { return str(&s.Database) })
 	add("FIRESTORE_EMULATOR_HOST", "emulator-host", "use the Firestore emulator at host:port", func() (func(string) error, func() string) { return str(&s.EmulatorHost) })
