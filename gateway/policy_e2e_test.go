@@ -1,0 +1,127 @@
+package gateway_test
+
+import (
+	"testing"
+
+	"github.com/firegate/firegate/authz"
+)
+
+func TestRoleReadingFilterSharesTwoFeeds(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	org := uniq("org")
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public"})
+	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private"})
+	var members, admins []*client
+	for i := 0; i < 5; i++ {
+		cl := e.connect(e.token(authz.MintOptions{UserID: uniq("m"), OrgID: org, OrgRole: "org:member"}))
+		_, docs, _ := cl.subscribe(map[string]any{"id": "s", "collection": "tasks"})
+		if ids := docIDs(docs); len(ids) != 1 || !ids[org+"_pub"] {
+			t.Fatalf("member sees %v", ids)
+		}
+		members = append(members, cl)
+	}
+	for i := 0; i < 3; i++ {
+		cl := e.connect(e.token(authz.MintOptions{UserID: uniq("a"), OrgID: org, OrgRole: "org:admin"}))
+		_, docs, _ := cl.subscribe(map[string]any{"id": "s", "collection": "tasks"})
+		if ids := docIDs(docs); len(ids) != 2 {
+			t.Fatalf("admin sees %v", ids)
+		}
+		admins = append(admins, cl)
+	}
+	if n := e.hub.FeedCount(); n != 2 {
+		t.Fatalf("%d Feeds for 5 members and 3 admins of one org, want 2", n)
+	}
+	if n := e.hub.ListenersStarted(); n != 2 {
+		t.Fatalf("%d listeners, want 2", n)
+	}
+
+	// Filter transitions: public → private is removed for members, modified
+	// for admins; back to public is added for members.
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "private"})
+	for _, cl := range members {
+		if m := cl.expect("changes"); m.Changes[0].Kind != "removed" || m.Changes[0].ID != org+"_pub" {
+			t.Fatalf("member got %+v", m)
+		}
+	}
+	for _, cl := range admins {
+		if m := cl.expect("changes"); m.Changes[0].Kind != "modified" {
+			t.Fatalf("admin got %+v", m)
+		}
+	}
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public"})
+	for _, cl := range members {
+		if m := cl.expect("changes"); m.Changes[0].Kind != "added" {
+			t.Fatalf("member got %+v", m)
+		}
+	}
+	// A private doc changing stays invisible to members.
+	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private", "x": 1})
+	for _, cl := range admins {
+		cl.expect("changes")
+	}
+	members[0].quiet(300e6)
+}
+
+func TestRoleChangeOnRefreshMovesFeed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	org, user := uniq("org"), uniq("u")
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public"})
+	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private"})
+	cl := e.connect(e.token(authz.MintOptions{UserID: user, OrgID: org, OrgRole: "org:admin"}))
+	first, docs, _ := cl.subscribe(map[string]any{"id": "s", "collection": "tasks"})
+	if len(docs) != 2 {
+		t.Fatalf("admin snapshot %v", docIDs(docs))
+	}
+	// Demoted on refresh: the subscription moves to the members' Feed —
+	// a new epoch and a snapshot without the private document.
+	cl.send(map[string]any{"type": "auth", "token": e.token(authz.MintOptions{UserID: user, OrgID: org, OrgRole: "org:member"})})
+	sub := cl.expect("subscribed")
+	if sub.ID != "s" || sub.Epoch == first.Epoch {
+		t.Fatalf("resubscribed %+v", sub)
+	}
+	snap := cl.expect("snapshot")
+	if ids := docIDs(snap.Docs); len(ids) != 1 || !ids[org+"_pub"] {
+		t.Fatalf("demoted snapshot %v", ids)
+	}
+	cl.expect("welcome")
+	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private", "y": 2})
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public", "y": 2})
+	if m := cl.expect("changes"); m.Changes[0].ID != org+"_pub" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+func TestPolicyReloadEndsNoLongerAllowed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	org := uniq("org")
+	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org, OrgPermissions: []string{"org:invoices:read"}}))
+	cl.subscribe(map[string]any{"id": "inv", "collection": "invoices"})
+	cl.subscribe(map[string]any{"id": "t", "collection": "tasks"})
+	pol, err := authz.ParsePolicy([]byte(`
+collections:
+  - path: tasks
+    scope: org
+  - path: invoices
+    scope: org
+    allow: "'org:invoices:admin' in auth.org_permissions"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetPolicy(pol)
+	m := cl.expect("unsubscribed")
+	if m.Sub != "inv" || m.Reason != "forbidden" {
+		t.Fatalf("got %+v", m)
+	}
+	// The tasks rule lost its filter: the Feed key changed, so it moves.
+	if s := cl.expect("subscribed"); s.ID != "t" {
+		t.Fatalf("got %+v", s)
+	}
+	cl.expect("snapshot")
+	// A permission-gated collection refuses callers without it.
+	c2 := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+	c2.send(map[string]any{"type": "subscribe", "id": "inv", "collection": "invoices"})
+	if m := c2.expect("error"); m.Code != "forbidden" {
+		t.Fatalf("got %+v", m)
+	}
+}
