@@ -217,7 +217,7 @@ func (s *FirestoreSource) Listen(ctx context.Context, q Query, emit func(*Snapsh
 	}
 	defer s.release(pc)
 
-	fq, err := buildQuery(pc.c, q)
+	fq, err := buildFirestoreQuery(pc.c, q)
 	if err != nil {
 		return &UpstreamError{Code: codes.InvalidArgument, Message: err.Error()}
 	}
@@ -231,7 +231,7 @@ func (s *FirestoreSource) Listen(ctx context.Context, q Query, emit func(*Snapsh
 	s.log.Debug("firestore listener opened", "collection", q.Collection)
 	first := true
 	for {
-		qs, err := next(it)
+		qs, err := nextQuerySnapshot(it)
 		received := time.Now()
 		if err != nil {
 			err = s.listenError(ctx, err, first)
@@ -248,9 +248,9 @@ func (s *FirestoreSource) Listen(ctx context.Context, q Query, emit func(*Snapsh
 	}
 }
 
-// next calls it.Next, turning a panic of the client library's internal
+// nextQuerySnapshot calls it.Next, turning a panic of the client library's internal
 // assertions into an error so that one bad stream cannot crash the gateway.
-func next(it *firestore.QuerySnapshotIterator) (qs *firestore.QuerySnapshot, err error) {
+func nextQuerySnapshot(it *firestore.QuerySnapshotIterator) (qs *firestore.QuerySnapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			qs, err = nil, &UpstreamError{Code: codes.Internal, Message: fmt.Sprintf("firestore client failed: %v", r)}
@@ -333,17 +333,17 @@ func (s *FirestoreSource) document(ds *firestore.DocumentSnapshot, withData bool
 	return d
 }
 
-// ops maps wire operators to the firestore client's; they are the same
+// firestoreOps maps wire operators to the firestore client's; they are the same
 // strings, listed so that nothing else reaches the client.
-var ops = map[string]string{
+var firestoreOps = map[string]string{
 	"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
 	"in": "in", "not-in": "not-in",
 	"array-contains": "array-contains", "array-contains-any": "array-contains-any",
 }
 
-// buildQuery turns a Query into a firestore.Query on c. Field names are
+// buildFirestoreQuery turns a Query into a firestore.Query on c. Field names are
 // dot-separated field paths ("address.city"), as in the client library.
-func buildQuery(c *firestore.Client, q Query) (firestore.Query, error) {
+func buildFirestoreQuery(c *firestore.Client, q Query) (firestore.Query, error) {
 	if !validCollectionPath(q.Collection) {
 		return firestore.Query{}, fmt.Errorf("invalid collection path %q", q.Collection)
 	}
@@ -353,7 +353,7 @@ func buildQuery(c *firestore.Client, q Query) (firestore.Query, error) {
 	}
 	fq := coll.Query
 	for _, f := range q.Filters {
-		op, ok := ops[f.Op]
+		op, ok := firestoreOps[f.Op]
 		if !ok {
 			return firestore.Query{}, fmt.Errorf("unknown operator %q on field %q", f.Op, f.Field)
 		}

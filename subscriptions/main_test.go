@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 // testEmulator returns the package's shared emulator, starting it on first
 // use, and points FIRESTORE_EMULATOR_HOST at it (process-wide, set once) so
 // that firestore clients created afterwards talk to it. Tests isolate their
-// data by using their own project id (see testProject).
+// data by using their own project id (see fsTestProject).
 func testEmulator(t testing.TB) *emulator.Emulator {
 	t.Helper()
 	e := emu.Get(t)

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/genproto/googleapis/type/latlng"
 )
 
-type stringer struct{}
+type fsStringer struct{}
 
-func (stringer) String() string { return "custom" }
+func (fsStringer) String() string { return "custom" }
 
 func TestToJSONValue(t *testing.T) {
 	ts := time.Date(2024, 1, 2, 3, 4, 5, 600000000, time.FixedZone("x", -5*3600))
@@ -73,7 +73,7 @@ func TestToJSONValue(t *testing.T) {
 		{"bson binary", firestore.BSONBinary{Subtype: 4, Data: []byte{1, 2}}, map[string]any{"subtype": int64(4), "data": "AQI="}},
 		{"bson min key", firestore.BSONMinKey{}, map[string]any{"$minKey": int64(1)}},
 		{"bson max key", firestore.BSONMaxKey{}, map[string]any{"$maxKey": int64(1)}},
-		{"unknown type", stringer{}, "custom"},
+		{"unknown type", fsStringer{}, "custom"},
 		{"uint64 is unknown", uint64(5), "5"},
 	}
 	for _, tc := range tests {

@@ -265,7 +265,7 @@ func TestStartFailures(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if d := time.Since(start); d > 8*time.Second {
+			if d := time.Since(start); d > 30*time.Second {
 				t.Errorf("Start took %v to fail", d)
 			}
 		})
@@ -347,7 +347,7 @@ func TestFixedPortInUse(t *testing.T) {
 	}
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
-	e, err := Start(context.Background(), Options{Port: port, StartTimeout: 30 * time.Second})
+	e, err := Start(context.Background(), Options{Port: port, StartTimeout: 2 * time.Minute})
 	if err == nil {
 		_ = e.Stop()
 		t.Fatal("Start on a taken port succeeded")
@@ -381,7 +381,7 @@ func TestChildDiesWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	line, err := readLine(stdout, 60*time.Second)
+	line, err := readLine(stdout, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestChildDiesWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	waitFor(t, 10*time.Second, "the orphaned emulator to die", func() bool { return !groupAlive(pid) })
+	waitFor(t, 30*time.Second, "the orphaned emulator to die", func() bool { return !groupAlive(pid) })
 }
 
 func readLine(r io.Reader, d time.Duration) (string, error) {

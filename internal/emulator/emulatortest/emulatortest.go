@@ -25,6 +25,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/firegate/firegate/internal/emulator"
 )
@@ -82,9 +83,11 @@ func (s *Shared) Stop() {
 }
 
 // options forwards the emulator's output to stderr when
-// FIREGATE_EMULATOR_LOG is set (debugging), else keeps only the tail.
+// FIREGATE_EMULATOR_LOG is set (debugging), else keeps only the tail. The
+// start timeout is generous: a loaded CI machine can take tens of seconds
+// to boot a JVM.
 func options() emulator.Options {
-	var o emulator.Options
+	o := emulator.Options{StartTimeout: 2 * time.Minute}
 	if os.Getenv("FIREGATE_EMULATOR_LOG") != "" {
 		o.Stdout, o.Stderr = os.Stderr, os.Stderr
 	}

@@ -28,3 +28,17 @@ func TestSharedStartsOnceAndStops(t *testing.T) {
 		t.Fatalf("emulator group %d still there after Stop (kill: %v)", pid, err)
 	}
 }
+
+func TestStartStopsAtCleanup(t *testing.T) {
+	var pid int
+	t.Run("inner", func(t *testing.T) {
+		e := Start(t)
+		pid = e.Pid()
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("emulator %d not running: %v", pid, err)
+		}
+	})
+	if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("emulator group %d still there after the test's cleanup (kill: %v)", pid, err)
+	}
+}
