@@ -130,8 +130,8 @@ func isCELIdent(s string) bool {
 	return true
 }
 
-// program is one compiled allow or filter expression. Immutable.
-type program struct {
+// celProgram is one compiled allow or filter expression. Immutable.
+type celProgram struct {
 	src  string
 	prg  cel.Program
 	refs []attrRef // minimal set: no element is prefixed by another
@@ -141,7 +141,7 @@ type program struct {
 // bool (or dyn, checked at run time). pathVars are the rule's template
 // variables: reading path.x for another x is an error, as is reading an
 // unknown auth attribute.
-func compileExpr(env *cel.Env, src string, pathVars []string) (*program, error) {
+func compileExpr(env *cel.Env, src string, pathVars []string) (*celProgram, error) {
 	if strings.TrimSpace(src) == "" {
 		return nil, errors.New("empty expression")
 	}
@@ -179,7 +179,7 @@ func compileExpr(env *cel.Env, src string, pathVars []string) (*program, error) 
 	if err != nil {
 		return nil, fmt.Errorf("failed to plan expression: %w", err)
 	}
-	return &program{src: src, prg: prg, refs: refs}, nil
+	return &celProgram{src: src, prg: prg, refs: refs}, nil
 }
 
 func containsStr(list []string, s string) bool {

@@ -34,7 +34,7 @@ const ExplainDocIDKey = "__id__"
 // when doc is not nil, the rule's filter on doc. Unlike Decide's client
 // messages, the Reason is precise (which step denied and why).
 func (p *Policy) Explain(claims map[string]any, collection string, doc map[string]any) Explanation {
-	claims, _ = normalizeClaimNumbers(claims).(map[string]any)
+	claims, _ = normalizeClaimNumbers(claims, false).(map[string]any)
 	pr := PrincipalFromClaims(claims)
 	ex := Explanation{Collection: collection, Decision: "deny"}
 	d, r, den := p.decide(pr, collection, nil)
@@ -52,7 +52,7 @@ func (p *Policy) Explain(claims map[string]any, collection string, doc map[strin
 		ex.Reason = reason
 		return ex
 	}
-	data, _ := normalizeClaimNumbers(doc).(map[string]any)
+	data, _ := normalizeClaimNumbers(doc, true).(map[string]any)
 	var id, path string
 	if s, ok := data[ExplainDocIDKey].(string); ok {
 		id, path = s, collection+"/"+s
@@ -116,12 +116,16 @@ func describeValue(v any, ok bool) string {
 }
 
 // normalizeClaimNumbers turns json.Number into float64 (as a plain JSON
-// decode would give) recursively, so that claims and documents decoded
-// with UseNumber evaluate in CEL.
-func normalizeClaimNumbers(v any) any {
+// decode of claims gives) recursively, or, with ints set, integral numbers
+// into int64 (as Firestore documents hold them), so that claims and
+// documents decoded with UseNumber evaluate in CEL as they would live.
+func normalizeClaimNumbers(v any, ints bool) any {
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			if ints {
+				return i
+			}
 			return float64(i)
 		}
 		f, err := strconv.ParseFloat(string(x), 64)
@@ -132,13 +136,13 @@ func normalizeClaimNumbers(v any) any {
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[k] = normalizeClaimNumbers(e)
+			out[k] = normalizeClaimNumbers(e, ints)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = normalizeClaimNumbers(e)
+			out[i] = normalizeClaimNumbers(e, ints)
 		}
 		return out
 	}

@@ -35,12 +35,12 @@ const (
 // Policy is a parsed, compiled authorization policy: default deny, one rule
 // per collection path pattern. It is immutable and safe for concurrent use.
 type Policy struct {
-	rules      []*rule
+	rules      []*policyRule
 	hasOrgRule bool
 }
 
-// rule is one entry of `collections`.
-type rule struct {
+// policyRule is one entry of `collections`.
+type policyRule struct {
 	index      int
 	line       int
 	pattern    string
@@ -48,12 +48,12 @@ type rule struct {
 	vars       []string // template variable names, in order
 	scope      string
 	scopeField string
-	allow      *program // nil: everyone may subscribe
-	filter     *program // nil: every document is visible
+	allow      *celProgram // nil: everyone may subscribe
+	filter     *celProgram // nil: every document is visible
 	maxLimit   int
 }
 
-func (r *rule) String() string {
+func (r *policyRule) String() string {
 	return fmt.Sprintf("collections[%d] (path %q, line %d)", r.index, r.pattern, r.line)
 }
 
@@ -73,8 +73,13 @@ type Decision struct {
 	MaxLimit int
 	// KeyAttrs canonically encodes the values of exactly the principal
 	// attributes and path variables that the rule's filter reads ("" when
-	// it reads none, or has no filter). Subscriptions of equal queries and
-	// equal KeyAttrs see the same documents and may share a Feed.
+	// it reads none, or has no filter), found statically from the compiled
+	// filter: `name=value` pairs sorted by name and joined by ";", such as
+	// `auth.org_role="org:admin";path.project="p1"`. A read that cannot be
+	// followed statically (auth.claims[doc.k], size(auth)) keys on the
+	// whole value it starts from (auth.claims, or the whole principal).
+	// Subscriptions of equal queries, equal scope values and equal KeyAttrs
+	// see the same documents and may share a Feed.
 	KeyAttrs string
 	// Filter evaluates the rule's filter for one document with the
 	// principal bound; nil when the rule has no filter. An evaluation error
@@ -209,8 +214,8 @@ func isTemplateVar(seg string) bool {
 	return len(seg) >= 2 && seg[0] == '{' && seg[len(seg)-1] == '}'
 }
 
-func parseRule(envs *celEnvs, index int, n *yaml.Node) (*rule, error) {
-	r := &rule{index: index, line: n.Line}
+func parseRule(envs *celEnvs, index int, n *yaml.Node) (*policyRule, error) {
+	r := &policyRule{index: index, line: n.Line}
 	if n.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("collections[%d] (line %d): each entry must be a mapping with path and scope", index, n.Line)
 	}
@@ -388,7 +393,7 @@ func validateCollectionPath(c string) ([]string, string) {
 	return segs, ""
 }
 
-func (p *Policy) match(segs []string) (*rule, map[string]string) {
+func (p *Policy) match(segs []string) (*policyRule, map[string]string) {
 	for _, r := range p.rules {
 		if len(r.segs) != len(segs) {
 			continue
@@ -443,7 +448,7 @@ func denyBadRequest(msg string) *denial {
 	return &denial{err: &DenyError{Code: DenyBadRequest, Msg: msg}, detail: msg}
 }
 
-func (p *Policy) decide(pr *Principal, collection string, where []wire.Filter) (*Decision, *rule, *denial) {
+func (p *Policy) decide(pr *Principal, collection string, where []wire.Filter) (*Decision, *policyRule, *denial) {
 	if pr == nil {
 		return nil, nil, denyForbidden(msgNotAllowed, "no principal")
 	}
@@ -471,12 +476,16 @@ func (p *Policy) decide(pr *Principal, collection string, where []wire.Filter) (
 		}
 		scopeValue = pr.UserID
 	}
-	envs, err := envs()
-	if err != nil {
-		return nil, r, denyForbidden(msgNotAllowed, err.Error())
+	var auth map[string]any
+	var base *celVars
+	if r.allow != nil || r.filter != nil {
+		envs, err := envs()
+		if err != nil {
+			return nil, r, denyForbidden(msgNotAllowed, err.Error())
+		}
+		auth = principalAuthMap(pr)
+		base = newCELVars(envs.filter.CELTypeAdapter(), auth, pathVars)
 	}
-	auth := principalAuthMap(pr)
-	base := newCELVars(envs.filter.CELTypeAdapter(), auth, pathVars)
 	if r.allow != nil {
 		ok, err := evalBool(r.allow.prg, base)
 		if err != nil {

@@ -81,6 +81,18 @@ func TestLoadPolicyFile(t *testing.T) {
 	}
 }
 
+func TestLoadPolicyFileError(t *testing.T) {
+	_, err := LoadPolicyFile("testdata/policy/bad_filter.yaml")
+	if err == nil {
+		t.Fatal("bad_filter.yaml loaded")
+	}
+	for _, want := range []string{"testdata/policy/bad_filter.yaml", "collections[1]", `"projects/{project}/tasks"`, "filter (line 9)", `auth has no attribute "orgrole"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+}
+
 func TestParsePolicyErrors(t *testing.T) {
 	long := strings.Repeat("a", MaxPathBytes+1)
 	tests := []struct {
@@ -573,7 +585,7 @@ func TestKeyAttrsReads(t *testing.T) {
 		{"claim missing", "auth.claims.public_metadata.plan == doc.plan", member, `auth.claims.public_metadata.plan!1`},
 		{"has at depth", "has(auth.claims.public_metadata.plan)", rich, `auth.claims.public_metadata.plan="pro"`},
 		{"claim list", "doc.tag in auth.claims.tags", rich, `auth.claims.tags=["a","b"]`},
-		{"variable index uses prefix", "auth.claims[doc.k] == 1", rich, `auth.claims={"public_metadata":{"plan":"pro","seats":d3},"sub":"user_m","sid":"sess_user_m","org_id":"org_1","org_slug":"org_1-slug","org_role":"org:member","org_permissions":[],"tags":["a","b"]}`},
+		{"variable index uses prefix", "auth.claims[doc.k] == 1", rich, ""}, // checked below: all of auth.claims
 		{"macro over claims", "auth.claims.tags.exists(t, t == doc.tag)", rich, `auth.claims.tags=["a","b"]`},
 		{"shadowed auth", "doc.xs.exists(auth, auth == 1)", member, ""},
 		{"odd key", "auth.claims['a.b'] == 1", member, `auth.claims["a.b"]!1`},
