@@ -29,7 +29,6 @@ type feedDoc struct {
 	updateTime time.Time
 	updateStr  string // updateTime as RFC 3339 (nano), UTC
 	data       []byte // data encoded once (encoding/json, sorted keys); nil encodes as {}
-	encLen     int    // length of the whole encoded DOC object (for chunking)
 	pos        uint64 // snapshot order: upstream result order, later additions last
 	mark       uint64 // Reset sweep generation that last saw the document
 }
@@ -67,7 +66,7 @@ type feed struct {
 	visible map[string]*feedDoc
 	nextPos uint64
 	markGen uint64
-	subs    []*Subscription // attached subscribers; Subscription.idx is the index
+	subs    []feedSub // attached subscribers; Subscription.idx is the index
 	replay  replayRing
 
 	snapCache []*Message // encoded snapshot chunks for the current seq; nil when stale
@@ -76,7 +75,6 @@ type feed struct {
 	lingerStop func() bool // stops the pending linger timer; nil if none
 
 	scratch []wire.Change // reused per snapshot to build the changes message
-	encBuf  []byte        // reused to measure encoded docs
 }
 
 func newFeed(h *Hub, spec FeedSpec) *feed {
@@ -84,7 +82,7 @@ func newFeed(h *Hub, spec FeedSpec) *feed {
 	f := &feed{
 		hub:     h,
 		spec:    spec,
-		epoch:   newEpoch(),
+		epoch:   newFeedEpoch(),
 		ctx:     ctx,
 		cancel:  cancel,
 		visible: make(map[string]*feedDoc),
@@ -95,8 +93,8 @@ func newFeed(h *Hub, spec FeedSpec) *feed {
 	return f
 }
 
-// newEpoch returns 8 random bytes, base64url without padding.
-func newEpoch() string {
+// newFeedEpoch returns 8 random bytes, base64url without padding.
+func newFeedEpoch() string {
 	var b [8]byte
 	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	return base64.RawURLEncoding.EncodeToString(b[:])
@@ -144,7 +142,7 @@ func (f *feed) run() {
 		if emitted.Load() && h.now().Sub(start) >= h.cfg.RetryMax {
 			backoff = h.cfg.RetryMin // the listener was healthy for a while
 		}
-		d := jitter(backoff)
+		d := feedJitter(backoff)
 		backoff = min(2*backoff, h.cfg.RetryMax)
 		h.log.Warn("feed listener failed; retrying",
 			"collection", f.spec.Query.Collection, "epoch", f.epoch, "code", code.String(), "error", err, "retry_in", d)
@@ -158,8 +156,8 @@ func (f *feed) run() {
 	}
 }
 
-// jitter returns a duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
+// feedJitter returns a duration in [d/2, d].
+func feedJitter(d time.Duration) time.Duration {
 	if d <= 1 {
 		return d
 	}
@@ -217,16 +215,16 @@ func (f *feed) onSnapshot(s *Snapshot) {
 	}
 	e := f.replay.add(f.seq, f.hub.now())
 	for i := range f.scratch {
-		e.changes = append(e.changes, replayChange{id: f.scratch[i].ID, path: f.scratch[i].Path, kind: kindOf(f.scratch[i].Kind)})
+		e.changes = append(e.changes, replayChange{id: f.scratch[i].ID, path: f.scratch[i].Path, kind: feedKindOf(f.scratch[i].Kind)})
 	}
 	clear(f.scratch) // do not pin document data until the next snapshot
 	f.scratch = f.scratch[:0]
-	for _, sub := range f.subs {
-		sub.sub.Deliver(msg, false)
+	for i := range f.subs {
+		f.subs[i].sub.Deliver(msg, false)
 	}
 }
 
-func kindOf(k string) ChangeKind {
+func feedKindOf(k string) ChangeKind {
 	switch k {
 	case wire.KindAdded:
 		return Added
@@ -256,8 +254,8 @@ func (f *feed) initialize(docs []Document) {
 		return
 	}
 	chunks := f.snapshot()
-	for _, sub := range f.subs {
-		deliverChunks(sub.sub, chunks)
+	for i := range f.subs {
+		feedDeliverChunks(f.subs[i].sub, chunks)
 	}
 }
 
@@ -284,14 +282,14 @@ func (f *feed) applyReset(docs []Document) (dups int) {
 			gone = append(gone, e)
 		}
 	}
-	slices.SortFunc(gone, func(a, b *feedDoc) int { return cmpUint(a.pos, b.pos) })
+	slices.SortFunc(gone, func(a, b *feedDoc) int { return feedCmpPos(a.pos, b.pos) })
 	for _, e := range gone {
 		f.applyRemoved(e.id)
 	}
 	return dups
 }
 
-func cmpUint(a, b uint64) int {
+func feedCmpPos(a, b uint64) int {
 	switch {
 	case a < b:
 		return -1
@@ -339,8 +337,8 @@ func (f *feed) applyRemoved(id string) {
 	f.scratch = append(f.scratch, wire.Change{Kind: wire.KindRemoved, ID: e.id, Path: e.path})
 }
 
-// setVersion stores d's version in e: the data encoded once, the update
-// time formatted once, and the encoded DOC length for snapshot chunking.
+// setVersion stores d's version in e: the data encoded once and the update
+// time formatted once.
 func (f *feed) setVersion(e *feedDoc, d *Document) {
 	e.updateTime = d.UpdateTime
 	e.updateStr = ""
@@ -348,9 +346,6 @@ func (f *feed) setVersion(e *feedDoc, d *Document) {
 		e.updateStr = d.UpdateTime.UTC().Format(time.RFC3339Nano)
 	}
 	e.data = f.encodeData(d.Data)
-	wd := wire.Doc{ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr}
-	f.encBuf = wire.AppendDoc(f.encBuf[:0], &wd)
-	e.encLen = len(f.encBuf)
 }
 
 // encodeData encodes document data with encoding/json (keys sorted). JSON
@@ -415,42 +410,45 @@ func (f *feed) snapshot() []*Message {
 	for _, e := range f.visible {
 		docs = append(docs, e)
 	}
-	slices.SortFunc(docs, func(a, b *feedDoc) int { return cmpUint(a.pos, b.pos) })
+	slices.SortFunc(docs, func(a, b *feedDoc) int { return feedCmpPos(a.pos, b.pos) })
+	wd := make([]wire.Doc, len(docs))
+	for i, e := range docs {
+		wd[i] = wire.Doc{ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr}
+	}
 
 	limit := f.hub.cfg.SnapshotChunkBytes
 	emptyOpen := (&Message{Frame: wire.SnapshotFrame(f.seq, nil, false)}).Size()
 	emptyFinal := (&Message{Frame: wire.SnapshotFrame(f.seq, nil, true)}).Size()
 	var chunks []*Message
-	emit := func(part []*feedDoc, final bool) {
-		wd := make([]wire.Doc, len(part))
-		for i, e := range part {
-			wd[i] = wire.Doc{ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr}
-		}
-		chunks = append(chunks, &Message{Frame: wire.SnapshotFrame(f.seq, wd, final), Seq: f.seq})
+	emit := func(part []wire.Doc, final bool) {
+		chunks = append(chunks, &Message{Frame: wire.SnapshotFrame(f.seq, part, final), Seq: f.seq})
 	}
-	start, size := 0, 0 // docs[start:i] is the open chunk; size sums their encLen plus commas
-	for i, e := range docs {
-		add := e.encLen
+	var buf []byte
+	start, size := 0, 0 // wd[start:i] is the open chunk; size sums their encoded lengths plus commas
+	for i := range wd {
+		buf = wire.AppendDoc(buf[:0], &wd[i])
+		docLen := len(buf)
+		add := docLen
 		if i > start {
 			add++ // comma
 		}
 		empty := emptyOpen
-		if i == len(docs)-1 {
+		if i == len(wd)-1 {
 			empty = emptyFinal
 		}
 		if i > start && empty+size+add > limit {
-			emit(docs[start:i], false)
-			start, size, add = i, 0, e.encLen
+			emit(wd[start:i], false)
+			start, size, add = i, 0, docLen
 		}
 		size += add
 	}
-	emit(docs[start:], true)
+	emit(wd[start:], true)
 	f.snapCache = chunks
 	return chunks
 }
 
-// deliverChunks delivers a snapshot; the first chunk carries catchUp.
-func deliverChunks(sub Subscriber, chunks []*Message) {
+// feedDeliverChunks delivers a snapshot; the first chunk carries catchUp.
+func feedDeliverChunks(sub Subscriber, chunks []*Message) {
 	for i, m := range chunks {
 		sub.Deliver(m, i == 0)
 	}
@@ -471,7 +469,7 @@ func (f *feed) attach(sub Subscriber, resume *wire.Resume) (*Subscription, error
 			return nil, ErrHubClosed
 		}
 		sub.Deliver(f.subscribed, false)
-		sub.Deliver(endMessage(f.failure), false)
+		sub.Deliver(feedEndMessage(f.failure), false)
 		return s, nil
 	}
 	if f.lingerStop != nil {
@@ -479,7 +477,7 @@ func (f *feed) attach(sub Subscriber, resume *wire.Resume) (*Subscription, error
 		f.lingerStop = nil
 	}
 	s.idx = len(f.subs)
-	f.subs = append(f.subs, s)
+	f.subs = append(f.subs, feedSub{sub: sub, s: s})
 	if !f.ready {
 		sub.Deliver(f.subscribed, false) // the snapshot follows the first Reset
 		return s, nil
@@ -490,11 +488,11 @@ func (f *feed) attach(sub Subscriber, resume *wire.Resume) (*Subscription, error
 		return s, nil
 	}
 	sub.Deliver(f.subscribed, false)
-	deliverChunks(sub, f.snapshot())
+	feedDeliverChunks(sub, f.snapshot())
 	return s, nil
 }
 
-func endMessage(err *UpstreamError) *Message {
+func feedEndMessage(err *UpstreamError) *Message {
 	return &Message{Frame: wire.UnsubscribedFrame(wire.ReasonUpstreamError, err.Message), End: true}
 }
 
@@ -503,8 +501,8 @@ func (f *feed) removeSub(s *Subscription) {
 	last := len(f.subs) - 1
 	moved := f.subs[last]
 	f.subs[s.idx] = moved
-	moved.idx = s.idx
-	f.subs[last] = nil
+	moved.s.idx = s.idx
+	f.subs[last] = feedSub{}
 	f.subs = f.subs[:last]
 	s.idx = -1
 }
@@ -512,14 +510,21 @@ func (f *feed) removeSub(s *Subscription) {
 // detachAll detaches every subscriber (delivering m to each first when m is
 // not nil). Called with mu held.
 func (f *feed) detachAll(m *Message) {
-	for i, s := range f.subs {
-		s.idx = -1
+	for i := range f.subs {
+		f.subs[i].s.idx = -1
 		if m != nil {
-			s.sub.Deliver(m, false)
+			f.subs[i].sub.Deliver(m, false)
 		}
-		f.subs[i] = nil
+		f.subs[i] = feedSub{}
 	}
 	f.subs = nil
+}
+
+// feedSub is one entry of a Feed's subscriber slice: the Subscriber itself
+// (so the fan-out loop reads one contiguous slice) and its Subscription.
+type feedSub struct {
+	sub Subscriber
+	s   *Subscription
 }
 
 // Subscription is one subscriber attached to a Feed. Its methods are safe
@@ -587,7 +592,7 @@ func (s *Subscription) CatchUp(afterSeq uint64) {
 		s.sub.Deliver(f.netChange(afterSeq), true)
 		return
 	}
-	deliverChunks(s.sub, f.snapshot())
+	feedDeliverChunks(s.sub, f.snapshot())
 }
 
 // visibleDocs returns a copy of the visible set as id → encoded DOC fields

@@ -111,7 +111,7 @@ func TestLateSubscriberDoesNotBumpSeq(t *testing.T) {
 			t.Errorf("subscriber %d: next message %s seq %d, want changes seq 3", i, last.sm.Type, last.sm.Seq)
 		}
 		st, seq := r.snapshotState()
-		if !mapsEqual(st, hsVisible(f)) || seq != 3 {
+		if !hsMapsEqual(st, hsVisible(f)) || seq != 3 {
 			t.Errorf("subscriber %d state %v @%d", i, st, seq)
 		}
 		r.check(t)

@@ -357,7 +357,11 @@ func buildFirestoreQuery(c *firestore.Client, q Query) (firestore.Query, error) 
 		if !ok {
 			return firestore.Query{}, fmt.Errorf("unknown operator %q on field %q", f.Op, f.Field)
 		}
-		fq = fq.Where(f.Field, op, FilterValueToFirestore(f.Value))
+		segs, err := FieldPathSegments(f.Field)
+		if err != nil {
+			return firestore.Query{}, fmt.Errorf("invalid field path %q: %w", f.Field, err)
+		}
+		fq = fq.WherePath(firestore.FieldPath(segs), op, FilterValueToFirestore(f.Value))
 	}
 	for _, o := range q.OrderBy {
 		var dir firestore.Direction
@@ -369,7 +373,11 @@ func buildFirestoreQuery(c *firestore.Client, q Query) (firestore.Query, error) 
 		default:
 			return firestore.Query{}, fmt.Errorf("unknown direction %q on field %q", o.Direction, o.Field)
 		}
-		fq = fq.OrderBy(o.Field, dir)
+		segs, err := FieldPathSegments(o.Field)
+		if err != nil {
+			return firestore.Query{}, fmt.Errorf("invalid field path %q: %w", o.Field, err)
+		}
+		fq = fq.OrderByPath(firestore.FieldPath(segs), dir)
 	}
 	if q.Limit < 0 {
 		return firestore.Query{}, fmt.Errorf("negative limit %d", q.Limit)

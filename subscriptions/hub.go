@@ -36,7 +36,7 @@ type HubConfig struct {
 	// (Message.Size(), i.e. without the subscription id); a single bigger
 	// document still goes alone. 0 means 256 KiB.
 	SnapshotChunkBytes int
-	// RetryMin and RetryMax bound the exponential backoff (with jitter)
+	// RetryMin and RetryMax bound the exponential backoff (with feedJitter)
 	// between listener rebuilds after transient errors. 0 means 500ms and
 	// 30s.
 	RetryMin, RetryMax time.Duration
@@ -101,7 +101,8 @@ type hubShard struct {
 //
 //	shard.mu → feed.mu → limMu
 //
-// (any prefix may be skipped; never the reverse). Subscribe holds a shard
+// (any of them may be skipped; never the reverse). limMu and cbMu (linger
+// callback admission) are leaves: nothing is locked while holding them. Subscribe holds a shard
 // lock only to find or create a Feed and reserve a reference (an atomic
 // increment, no Feed lock); it then attaches under the Feed lock alone, so a
 // long fan-out never stalls a shard. A Feed removes itself (linger expiry,
@@ -212,8 +213,9 @@ func (h *Hub) shardFor(key string) *hubShard {
 // starting its listener if needed, and delivers, in order and before any
 // live message for this subscription: `subscribed` (catchUp=false), then
 // either the resume catch-up — one `changes` message with the net change
-// since resume.Seq, `subscribed` saying resumed=true — when resume names
-// this Feed's epoch and its seq is still covered by the replay buffer, or
+// since resume.Seq, `subscribed` saying resumed=true; an empty changes
+// list when resume.Seq is already the current seq — when resume names this
+// Feed's epoch and its seq is still covered by the replay buffer, or
 // the snapshot (chunks carrying the Feed's current seq, final on the last;
 // an empty result is one chunk with no docs). The first message after
 // `subscribed` carries catchUp=true. If the Feed has not received its first
@@ -355,7 +357,7 @@ func (h *Hub) failFeed(f *feed, err *UpstreamError) {
 		f.lingerStop()
 		f.lingerStop = nil
 	}
-	f.detachAll(endMessage(err))
+	f.detachAll(feedEndMessage(err))
 	f.mu.Unlock()
 	f.cancel()
 	h.forget(f)

@@ -130,13 +130,13 @@ func TestDistinctKeysDistinctFeeds(t *testing.T) {
 		t.Error("two Feeds share an epoch")
 	}
 	orgs := []any{l0.q.Filters[0].Value, l1.q.Filters[0].Value}
-	slices.SortFunc(orgs, func(a, b any) int { return cmpString(a.(string), b.(string)) })
+	slices.SortFunc(orgs, func(a, b any) int { return hsCmpString(a.(string), b.(string)) })
 	if orgs[0] != "org1" || orgs[1] != "org2" {
 		t.Errorf("listener queries for %v, want org1 and org2", orgs)
 	}
 }
 
-func cmpString(a, b string) int {
+func hsCmpString(a, b string) int {
 	switch {
 	case a < b:
 		return -1
@@ -435,7 +435,7 @@ func TestTransientErrorResetDiff(t *testing.T) {
 			}
 			f := h.feedFor("k")
 			st, seq := r.snapshotState()
-			if !mapsEqual(st, hsVisible(f)) || seq != hsSeq(f) {
+			if !hsMapsEqual(st, hsVisible(f)) || seq != hsSeq(f) {
 				t.Errorf("subscriber state %v @%d, Feed %v @%d", st, seq, hsVisible(f), hsSeq(f))
 			}
 			r.check(t)
@@ -443,7 +443,7 @@ func TestTransientErrorResetDiff(t *testing.T) {
 	}
 }
 
-func mapsEqual(a, b map[string]string) bool {
+func hsMapsEqual(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -634,21 +634,30 @@ func TestConcurrentSubscribers(t *testing.T) {
 	close(stop)
 	mutators.Wait()
 
-	for _, sv := range survivors {
-		sv.r.mu.Lock()
-		need, last := sv.r.needCatchUp, sv.r.lastSeq
-		sv.r.mu.Unlock()
-		if need {
-			sv.s.CatchUp(last)
-		}
-	}
 	for _, k := range keys {
 		if !slices.ContainsFunc(survivors, func(sv live) bool { return sv.k == k }) {
 			continue // no survivor holds this Feed: it may be expiring
 		}
 		f := h.feedFor(k)
 		want := worlds[k].visible(filter)
-		hsPoll(t, "Feed "+k+" converges to upstream", func() bool { return mapsEqual(hsVisible(f), want) })
+		hsPoll(t, "Feed "+k+" converges to upstream", func() bool { return hsMapsEqual(hsVisible(f), want) })
+	}
+	// Only now is every Feed quiet: a survivor that dropped a message while
+	// the last upstream snapshots were still being applied catches up here
+	// (again, if it drops the catch-up itself).
+	for i, sv := range survivors {
+		f := h.feedFor(sv.k)
+		hsPoll(t, fmt.Sprintf("survivor %d caught up", i), func() bool {
+			sv.r.mu.Lock()
+			need, last := sv.r.needCatchUp, sv.r.lastSeq
+			sv.r.mu.Unlock()
+			if need {
+				sv.s.CatchUp(last)
+				return false
+			}
+			got, seq := sv.r.snapshotState()
+			return f != nil && hsMapsEqual(got, hsVisible(f)) && seq == hsSeq(f)
+		})
 	}
 	for i, sv := range survivors {
 		f := h.feedFor(sv.k)
@@ -657,7 +666,7 @@ func TestConcurrentSubscribers(t *testing.T) {
 		}
 		sv.r.check(t)
 		got, seq := sv.r.snapshotState()
-		if want := hsVisible(f); !mapsEqual(got, want) || seq != hsSeq(f) {
+		if want := hsVisible(f); !hsMapsEqual(got, want) || seq != hsSeq(f) {
 			t.Errorf("survivor %d on %s: state %d docs @%d, Feed %d docs @%d", i, sv.k, len(got), seq, len(want), hsSeq(f))
 		}
 		if sv.s.Epoch() != f.epoch {

@@ -162,7 +162,7 @@ func TestResume(t *testing.T) {
 				t.Fatalf("first delivery %s", ds[0].raw)
 			}
 			hsCheckCatchUp(t, ds[1:], tc.hit, tc.changes)
-			if got, seq := r.snapshotState(); !mapsEqual(got, hsVisible(f)) || seq != 6 {
+			if got, seq := r.snapshotState(); !hsMapsEqual(got, hsVisible(f)) || seq != 6 {
 				t.Errorf("resumed state %v @%d, Feed %v @6", got, seq, hsVisible(f))
 			}
 			// Live delivery continues right after the catch-up.
@@ -237,7 +237,7 @@ func TestCatchUp(t *testing.T) {
 			s.CatchUp(tc.seq)
 			hsCheckCatchUp(t, r.take(), tc.hit, tc.changes)
 			f := h.feedFor("k")
-			if got, seq := r.snapshotState(); !mapsEqual(got, hsVisible(f)) || seq != 6 {
+			if got, seq := r.snapshotState(); !hsMapsEqual(got, hsVisible(f)) || seq != 6 {
 				t.Errorf("caught-up state %v @%d, Feed %v @6", got, seq, hsVisible(f))
 			}
 			if hsSeq(f) != 6 {
@@ -268,4 +268,101 @@ func TestCatchUpNoOps(t *testing.T) {
 	r.markClosed()
 	s.CatchUp(0) // detached
 	r.check(t)
+}
+
+// FuzzFeedResume drives a Feed through an arbitrary sequence of upstream
+// operations (adds, modifications that toggle the filter, removals,
+// listener restarts with a Reset diff, duplicates) and checks that a live
+// subscriber's reconstructed state always equals the Feed's visible set,
+// that the visible set equals the filtered upstream truth, and that resuming
+// from every seq ever seen yields that same state (net change when the
+// replay buffer still covers the seq, snapshot otherwise).
+func FuzzFeedResume(f *testing.F) {
+	f.Add([]byte{0x00, 0x01, 0x02, 0x08, 0x10, 0x18, 0x03, 0x0b})
+	f.Add([]byte{0x00, 0x00, 0x00, 0x10, 0x00, 0x18, 0x20, 0x28})
+	f.Add([]byte{0x01, 0x09, 0x11, 0x19, 0x02, 0x0a, 0x12, 0x1a, 0x03, 0x04, 0x05, 0x18})
+	f.Add([]byte("the quick brown fox jumps over the lazy dog"))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		const replay = 4
+		spec := hsSpec("k", "org")
+		spec.Filter = func(id, path string, data map[string]any) bool { return data["show"] == true }
+		h, src, _ := hsNewHub(t, HubConfig{ReplayCount: replay})
+		s, r := hsSubscribe(t, h, spec, nil)
+		src.listener(t, 0).emit(t, hsReset())
+		fd := h.feedFor("k")
+
+		truth := map[string]Document{}
+		ver := 0
+		states := map[uint64]map[string]string{0: {}}
+		for _, b := range ops {
+			id := fmt.Sprintf("d%d", b&7)
+			var snap *Snapshot
+			switch (b >> 3) & 7 {
+			case 0, 1: // add or modify, visible for op 0, hidden for op 1
+				ver++
+				d := hsDoc(id, ver, "show", (b>>3)&7 == 0)
+				kind := Added
+				if _, ok := truth[id]; ok {
+					kind = Modified
+				}
+				truth[id] = d
+				snap = hsChanges(Change{Kind: kind, Doc: d})
+			case 2: // remove (or nothing if absent upstream)
+				if _, ok := truth[id]; !ok {
+					continue
+				}
+				delete(truth, id)
+				snap = hsChanges(hsRemoved(id))
+			case 3: // listener restart: Reset with the truth
+				snap = hsReset(slices.Collect(maps.Values(truth))...)
+			case 4: // duplicate of the current version
+				d, ok := truth[id]
+				if !ok {
+					continue
+				}
+				snap = hsChanges(hsModified(d))
+			default: // quiet
+				continue
+			}
+			fd.onSnapshot(snap)
+			st, seq := r.snapshotState()
+			states[seq] = st
+		}
+		r.check(t)
+		want := map[string]string{}
+		for id, d := range truth {
+			if d.Data["show"] == true {
+				want[id] = hsDocValue([]byte(`{"show":true}`), d.UpdateTime.UTC().Format(time.RFC3339Nano))
+			}
+		}
+		vis := hsVisible(fd)
+		if !hsMapsEqual(vis, want) {
+			t.Fatalf("visible %v, upstream %v", vis, want)
+		}
+		cur := hsSeq(fd)
+		if got, seq := r.snapshotState(); !hsMapsEqual(got, vis) || seq != cur {
+			t.Fatalf("live subscriber %v @%d, Feed %v @%d", got, seq, vis, cur)
+		}
+		for seq, st := range states {
+			rr := hsNewRecorder()
+			rr.state.docs, rr.state.seq, rr.state.synced = maps.Clone(st), seq, true
+			ss, err := h.Subscribe(spec, rr, &wire.Resume{Epoch: s.Epoch(), Seq: seq})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rr.check(t)
+			ds := rr.deliveries()
+			wantHit := seq+replay >= cur
+			if ds[0].sm.Resumed != wantHit {
+				t.Fatalf("resume from %d at %d: resumed=%v, want %v", seq, cur, ds[0].sm.Resumed, wantHit)
+			}
+			if got, gseq := rr.snapshotState(); !hsMapsEqual(got, vis) || gseq != cur {
+				t.Fatalf("resume from %d: %v @%d, want %v @%d", seq, got, gseq, vis, cur)
+			}
+			ss.Unsubscribe()
+		}
+	})
 }
