@@ -5,10 +5,10 @@ import (
 	"context"
 	"debug/buildinfo"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -262,7 +262,7 @@ func TestStaticBuild(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), args...)
+	cmd := exec.CommandContext(ctx, "go", args...) // go test puts its own go first on PATH
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "GOOS=linux")
 	for k, v := range b.Env {
@@ -286,44 +286,81 @@ func TestStaticBuild(t *testing.T) {
 
 func checkStaticBinary(t *testing.T, bin string) {
 	t.Helper()
+	for _, p := range staticProblems(bin) {
+		t.Errorf("%s: %s", bin, p)
+	}
+}
+
+// staticProblems returns what makes bin unfit for the distroless static
+// image: dynamic linking, symbols or DWARF left in, cgo, no -trimpath, not a
+// linux Go program of this module. None when it is fit.
+func staticProblems(bin string) []string {
+	var out []string
 	f, err := elf.Open(bin)
 	if err != nil {
-		t.Fatalf("%s is not an ELF binary: %v", bin, err)
+		return []string{fmt.Sprintf("not an ELF binary: %v", err)}
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			t.Errorf("%s has a PT_INTERP program header: dynamically linked", bin)
+			out = append(out, "PT_INTERP program header: dynamically linked")
 		}
 	}
 	if libs, err := f.ImportedLibraries(); err == nil && len(libs) > 0 {
-		t.Errorf("%s needs shared libraries %q", bin, libs)
+		out = append(out, fmt.Sprintf("needs shared libraries %q", libs))
 	}
 	if f.Section(".symtab") != nil {
-		t.Errorf("%s has a symbol table: -ldflags -s missing", bin)
+		out = append(out, ".symtab present: -ldflags -s missing")
 	}
 	if f.Section(".debug_info") != nil || f.Section(".zdebug_info") != nil {
-		t.Errorf("%s has DWARF: -ldflags -w missing", bin)
+		out = append(out, "DWARF present: -ldflags -w missing")
 	}
 
 	info, err := buildinfo.ReadFile(bin)
 	if err != nil {
-		t.Fatalf("build info of %s: %v", bin, err)
+		return append(out, fmt.Sprintf("no Go build info: %v", err))
 	}
 	settings := map[string]string{}
 	for _, s := range info.Settings {
 		settings[s.Key] = s.Value
 	}
 	if settings["CGO_ENABLED"] != "0" {
-		t.Errorf("%s built with CGO_ENABLED=%q", bin, settings["CGO_ENABLED"])
+		out = append(out, fmt.Sprintf("built with CGO_ENABLED=%q", settings["CGO_ENABLED"]))
 	}
 	if settings["-trimpath"] != "true" {
-		t.Errorf("%s built without -trimpath", bin)
+		out = append(out, "built without -trimpath")
 	}
 	if settings["GOOS"] != "linux" {
-		t.Errorf("%s built for GOOS=%q", bin, settings["GOOS"])
+		out = append(out, fmt.Sprintf("built for GOOS=%q", settings["GOOS"]))
 	}
-	if info.Path == "" || !strings.HasPrefix(info.Path, "github.com/firegate/firegate/cmd/") {
-		t.Errorf("%s main package %q", bin, info.Path)
+	if !strings.HasPrefix(info.Path, "github.com/firegate/firegate/cmd/") {
+		out = append(out, fmt.Sprintf("main package %q is not one of this module's commands", info.Path))
+	}
+	return out
+}
+
+// TestStaticProblemsDetectsUnfitBinaries makes sure the checks above can
+// fail: a dynamically linked system binary and this test binary (built
+// without -trimpath, outside cmd/) are both refused.
+func TestStaticProblemsDetectsUnfitBinaries(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		bin  string
+		want []string
+	}{
+		{"/bin/sh", []string{"PT_INTERP", "no Go build info"}},
+		{self, []string{"without -trimpath", "not one of this module's commands"}},
+		{"deploy_test.go", []string{"not an ELF binary"}},
+	}
+	for _, tt := range tests {
+		got := strings.Join(staticProblems(tt.bin), "\n")
+		for _, w := range tt.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("staticProblems(%s) = %q, want a problem mentioning %q", tt.bin, got, w)
+			}
+		}
 	}
 }

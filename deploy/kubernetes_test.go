@@ -432,8 +432,10 @@ func TestDeployment(t *testing.T) {
 		}
 		uid, _, _ := strings.Cut(users[len(users)-1], ":")
 		for _, sc := range []securityContext{pod, *c} {
-			if sc.RunAsUser == nil || strconv.FormatInt(*sc.RunAsUser, 10) != uid {
-				t.Errorf("runAsUser %v, want the image's USER %s", sc.RunAsUser, uid)
+			if sc.RunAsUser == nil {
+				t.Errorf("runAsUser not set, want the image's USER %s", uid)
+			} else if strconv.FormatInt(*sc.RunAsUser, 10) != uid {
+				t.Errorf("runAsUser %d, want the image's USER %s", *sc.RunAsUser, uid)
 			}
 		}
 	})
@@ -493,6 +495,62 @@ func TestDeployment(t *testing.T) {
 		findDoc(t, docs, "ConfigMap", cmName).decode(t, &cm)
 		checkPolicy(t, cm.Data[key])
 	})
+}
+
+// TestEnvNamesAreRead checks that every Firegate, Clerk and Firestore
+// variable the Deployment and the Dockerfile set is one the code reads: its
+// name appears as a string literal in the module's non-test Go source (a
+// misspelt knob would otherwise be silently ignored).
+func TestEnvNamesAreRead(t *testing.T) {
+	var src strings.Builder
+	err := filepath.WalkDir(repoRoot, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", "node_modules", "testdata", "deploy":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			src.Write(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := src.String()
+	names := map[string]string{}
+	g := readGateway(t, readManifests(t))
+	for n := range g.env {
+		names[n] = "deployment.yaml"
+	}
+	df := readDockerfile(t)
+	for _, e := range stageInstructions(df.Stages[len(df.Stages)-1], "ENV") {
+		words, err := shellWords(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range words {
+			k, _, _ := strings.Cut(w, "=")
+			names[k] = "Dockerfile"
+		}
+	}
+	for n, where := range names {
+		if !strings.HasPrefix(n, "FIREGATE_") && !strings.HasPrefix(n, "CLERK_") && !strings.HasPrefix(n, "FIRESTORE_") {
+			continue // GOMEMLIMIT and the like are read by the runtime
+		}
+		if !strings.Contains(code, `"`+n+`"`) {
+			t.Errorf("%s sets %s, which no Go source reads", where, n)
+		}
+	}
 }
 
 // checkPolicy checks the shape of the example policy (DESIGN.md,

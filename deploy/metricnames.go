@@ -121,22 +121,27 @@ func MetricNames(expr string) []string {
 // familyName reports whether ident is a metric of interest and returns its
 // family name.
 func familyName(ident string) (string, bool) {
-	ok := false
-	for _, p := range metricPrefixes {
-		if strings.HasPrefix(ident, p) && len(ident) > len(p) {
-			ok = true
-			break
-		}
-	}
-	if !ok {
+	if !hasMetricPrefix(ident) {
 		return "", false
 	}
 	for _, s := range seriesSuffixes {
-		if base, cut := strings.CutSuffix(ident, s); cut {
+		// firegate_bucket is a family of its own, not the buckets of
+		// "firegate".
+		if base, cut := strings.CutSuffix(ident, s); cut && hasMetricPrefix(base) {
 			return base, true
 		}
 	}
 	return ident, true
+}
+
+// hasMetricPrefix reports whether name is a known prefix followed by more.
+func hasMetricPrefix(name string) bool {
+	for _, p := range metricPrefixes {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // skipString returns the index just past the string literal starting at i

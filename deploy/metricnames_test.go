@@ -38,6 +38,7 @@ func TestMetricNames(t *testing.T) {
 		{"unterminated string", `firegate_ready + "firegate_no`, []string{"firegate_ready"}},
 		{"unterminated variable", `firegate_ready + ${oops`, []string{"firegate_ready"}},
 		{"escaped quote", `firegate_a{x="a\"firegate_b"} + firegate_c`, []string{"firegate_a", "firegate_c"}},
+		{"suffix alone is a name", `firegate_bucket + go_sum + process__count`, []string{"firegate_bucket", "go_sum", "process__count"}},
 		{"digits in names", `firegate_p99_seconds`, []string{"firegate_p99_seconds"}},
 	}
 	for _, tt := range tests {

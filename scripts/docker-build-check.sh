@@ -2,9 +2,10 @@
 # docker-build-check.sh - run the Dockerfile's build step without Docker and
 # check the result is what the distroless static image needs.
 #
-# It reads the `go build` command from the Dockerfile's build stage (so the
-# two cannot drift apart), runs it with CGO_ENABLED=0 for linux into a
-# temporary directory (or $OUT_DIR), and checks every binary:
+# It finds the `go build` command of the Dockerfile's build stage, checks it
+# carries CGO_ENABLED=0, -trimpath and -ldflags="-s -w" (so the two cannot
+# drift apart), runs that build with its packages for linux into a temporary
+# directory (or $OUT_DIR), and checks every binary:
 #   - statically linked: no PT_INTERP program header, no NEEDED libraries;
 #   - built with CGO_ENABLED=0 and -trimpath (go version -m);
 #   - stripped (-ldflags "-s -w"): no .symtab, no DWARF.
@@ -44,8 +45,8 @@ CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" \
   go build -trimpath -ldflags="-s -w" -o "$out/" "${pkgs[@]}"
 
 status=0
-check() { # name, condition-description, command...
-  local bin="$1" what="$2"; shift 2
+check() { # description, command...
+  local what="$1"; shift
   if "$@"; then echo "  ok   $what"; else echo "  FAIL $what"; status=1; fi
 }
 no_interp() { ! LC_ALL=C readelf -lW "$1" 2>/dev/null | grep -q 'INTERP'; }
@@ -60,20 +61,20 @@ for pkg in "${pkgs[@]}"; do
   [ -f "$bin" ] || fail "$bin was not built"
   echo "$bin ($(du -h "$bin" | cut -f1))"
   if command -v readelf >/dev/null; then
-    check "$bin" "no PT_INTERP (static)" no_interp "$bin"
-    check "$bin" "no NEEDED shared libraries" no_needed "$bin"
-    check "$bin" "no .symtab (-s)" no_symtab "$bin"
-    check "$bin" "no DWARF (-w)" no_dwarf "$bin"
+    check "no PT_INTERP (static)" no_interp "$bin"
+    check "no NEEDED shared libraries" no_needed "$bin"
+    check "no .symtab (-s)" no_symtab "$bin"
+    check "no DWARF (-w)" no_dwarf "$bin"
   fi
   if command -v file >/dev/null; then
-    check "$bin" "file(1): statically linked" file_static "$bin"
+    check "file(1): statically linked" file_static "$bin"
   fi
   if ! command -v readelf >/dev/null && ! command -v file >/dev/null; then
     echo "  (neither readelf nor file is installed: relying on go version -m)"
   fi
-  check "$bin" "CGO_ENABLED=0" setting "$bin" 'CGO_ENABLED=0'
-  check "$bin" "-trimpath" setting "$bin" '-trimpath=true'
-  check "$bin" "GOOS=linux GOARCH=$goarch" setting "$bin" "GOARCH=$goarch"
+  check "CGO_ENABLED=0" setting "$bin" 'CGO_ENABLED=0'
+  check "-trimpath" setting "$bin" '-trimpath=true'
+  check "GOOS=linux GOARCH=$goarch" setting "$bin" "GOARCH=$goarch"
 done
 
 if [ "$status" -ne 0 ]; then
