@@ -52,7 +52,8 @@ func (s *subscription) Deliver(m *subscriptions.Message, catchUp bool) {
 type conn struct {
 	s   *Server
 	id  uint64
-	ws  *websocket.Conn
+	ws  *websocket.Conn // nil for SSE
+	tr  transport
 	ip  string
 	log *slog.Logger
 	q   *sendQueue
@@ -81,10 +82,10 @@ type conn struct {
 	closeWhy   atomic.Pointer[string]
 }
 
-func (s *Server) newConn(ws *websocket.Conn, ip string, start time.Time) *conn {
+func (s *Server) newConn(ws *websocket.Conn, tr transport, ip string, start time.Time) *conn {
 	id := s.nextConnID.Add(1)
 	c := &conn{
-		s: s, id: id, ws: ws, ip: ip, start: start,
+		s: s, id: id, ws: ws, tr: tr, ip: ip, start: start,
 		log:        s.log.With("conn", id),
 		subs:       make(map[string]*subscription),
 		msgLimiter: rate.NewLimiter(s.cfg.Limits.MessagesPerConn, s.cfg.Limits.MessageBurst),
@@ -220,7 +221,7 @@ func (c *conn) cleanup() {
 		why = *p
 	}
 	s.m.Disconnects[why].Inc()
-	_ = c.ws.CloseNow()
+	c.tr.closeNow()
 }
 
 // endSub detaches a subscription from its Feed; the caller has removed it
@@ -293,6 +294,28 @@ func (c *conn) allowMessage() bool {
 	return false
 }
 
+// acceptFirst admits the connection's first principal: a connection slot
+// for the user, metrics, expiry timers and the welcome. It reports whether
+// the connection stays open.
+func (c *conn) acceptFirst(p *authz.Principal) bool {
+	s := c.s
+	if !s.users.acquire(p.UserID) {
+		s.m.RateLimited["connections_per_user"].Inc()
+		s.m.Handshakes["rate_limited"].Inc()
+		c.sendError("", wire.CodeRateLimited, fmt.Sprintf("connections_per_user limit: at most %d connections per user", s.cfg.Limits.ConnectionsPerUser), 5*time.Second)
+		c.closeWith(wire.CloseRateLimited, "rate limited: connections_per_user", "rate_limited", false)
+		return false
+	}
+	c.userSlot = p.UserID
+	c.principal.Store(p)
+	s.m.Handshakes["ok"].Inc()
+	s.m.HandshakeLatency.Observe(s.clock.Now().Sub(c.start).Seconds())
+	c.log.Debug("authenticated", "user", p.UserID)
+	c.armExpiry(p)
+	c.sendCtrl(wire.TypeWelcome, wire.Welcome{Type: wire.TypeWelcome, UserID: p.UserID, OrgID: p.OrgID, SessionID: p.SessionID, ExpiresAt: p.ExpiresAt.UTC()})
+	return true
+}
+
 // authenticate verifies token; first says whether this is the
 // connection's first authentication. It reports whether the connection
 // stays open.
@@ -314,30 +337,18 @@ func (c *conn) authenticate(token string, first bool) bool {
 		if c.authTimer != nil {
 			c.authTimer.Stop()
 		}
-		if !s.users.acquire(p.UserID) {
-			s.m.RateLimited["connections_per_user"].Inc()
-			s.m.Handshakes["rate_limited"].Inc()
-			c.sendError("", wire.CodeRateLimited, fmt.Sprintf("connections_per_user limit: at most %d connections per user", s.cfg.Limits.ConnectionsPerUser), 5*time.Second)
-			c.closeWith(wire.CloseRateLimited, "rate limited: connections_per_user", "rate_limited", false)
-			return false
-		}
-		c.userSlot = p.UserID
-		c.principal.Store(p)
-		s.m.Handshakes["ok"].Inc()
-		s.m.HandshakeLatency.Observe(s.clock.Now().Sub(c.start).Seconds())
-		c.log.Debug("authenticated", "user", p.UserID)
-	} else {
-		old := c.principal.Load()
-		if old.UserID != p.UserID {
-			c.closeWith(wire.CloseUserChanged, "token names another user", "user_changed", false)
-			return false
-		}
-		c.mu.Lock()
-		c.principal.Store(p)
-		c.mu.Unlock()
-		s.m.TokenRefreshes.Inc()
-		c.recheck(old, p)
+		return c.acceptFirst(p)
 	}
+	old := c.principal.Load()
+	if old.UserID != p.UserID {
+		c.closeWith(wire.CloseUserChanged, "token names another user", "user_changed", false)
+		return false
+	}
+	c.mu.Lock()
+	c.principal.Store(p)
+	c.mu.Unlock()
+	s.m.TokenRefreshes.Inc()
+	c.recheck(old, p)
 	c.armExpiry(p)
 	c.sendCtrl(wire.TypeWelcome, wire.Welcome{Type: wire.TypeWelcome, UserID: p.UserID, OrgID: p.OrgID, SessionID: p.SessionID, ExpiresAt: p.ExpiresAt.UTC()})
 	return true
@@ -577,13 +588,13 @@ func (c *conn) writeLoop() {
 					c.setWhy("error")
 				}
 			}
-			_ = c.ws.CloseNow()
+			c.tr.closeNow()
 			c.cancel()
 			return
 		}
 		c.q.release(batch)
 		if cr != nil {
-			_ = c.ws.Close(websocket.StatusCode(cr.code), cr.reason)
+			c.tr.close(cr.code, cr.reason)
 			c.cancel()
 			return
 		}
@@ -627,7 +638,7 @@ func (c *conn) writeBatch(batch []entry) error {
 		} else {
 			b = e.ctrl
 		}
-		if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		if err := c.tr.write(ctx, e, b); err != nil {
 			return err
 		}
 		s.m.MessagesSent[e.typ].Inc()
@@ -648,5 +659,5 @@ func (c *conn) writeBatch(batch []entry) error {
 			}
 		}
 	}
-	return nil
+	return c.tr.flush()
 }

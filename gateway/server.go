@@ -177,6 +177,7 @@ func (s *Server) ConnCount() int {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/stream", s.handleStream)
+	mux.HandleFunc("GET /v1/sse", s.handleSSE)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("/", s.extra)
@@ -365,7 +366,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		s.m.Handshakes["error"].Inc()
 		return
 	}
-	c := s.newConn(ws, ip, start)
+	c := s.newConn(ws, wsTransport{ws}, ip, start)
 	c.serve(token)
 }
 
