@@ -53,6 +53,7 @@ type DevHandler struct {
 	mux         *http.ServeMux
 	collections []CollectionInfo
 	now         func() time.Time // clock for minted tokens; tests replace it
+	sessionSalt string           // random; makes session ids differ per run
 
 	ctx    context.Context // cancelled by Close; parent of every simulation
 	cancel context.CancelFunc
@@ -72,7 +73,9 @@ const (
 	// MinTokenTTL and MaxTokenTTL bound ttl.
 	MinTokenTTL = time.Second
 	MaxTokenTTL = 24 * time.Hour
-	// MaxSimulationRate bounds the changes per second of one simulation.
+	// MinSimulationRate and MaxSimulationRate bound the changes per second
+	// of one simulation.
+	MinSimulationRate = 0.01
 	MaxSimulationRate = 50.0
 	// MaxSimulations bounds the organizations simulated at once.
 	MaxSimulations = 4
@@ -94,6 +97,21 @@ const (
 //	GET  /dev/simulate                          running simulations
 //
 // Every /dev/ response is JSON; errors read {"error":"..."}.
+//
+// /dev/docs bodies are one JSON object (application/json, at most
+// MaxDocBodyBytes). Integral numbers are stored as integers (int64), other
+// numbers as doubles; strings stay strings (an RFC 3339 string is NOT
+// turned into a timestamp). A timestamp is written as an object with the
+// single key "$time": {"$time":"now"} is the server's commit time
+// (firestore.ServerTimestamp; the page sets created_at this way, and it
+// cannot sit inside an array), {"$time":"2026-01-02T03:04:05Z"} that instant.
+// Paths are database-relative ("tasks", "projects/p1/tasks/t9"); segments
+// must be non-empty, not "." or "..", not __reserved__, at most 1500 bytes.
+//
+// /dev/simulate runs, per organization (at most MaxSimulations), a loop
+// that every 1/rate s adds a task (ids "sim-..."; at most 8 outstanding),
+// modifies a task of the org (status, visibility or title) or deletes one
+// it added. It stops on on=0, on Close, or after 20 failed writes in a row.
 func Handler(cfg Config) (*DevHandler, error) {
 	if cfg.Issuer == nil {
 		return nil, errors.New("failed to create dev handler: Config.Issuer is required")
@@ -120,6 +138,7 @@ func Handler(cfg Config) (*DevHandler, error) {
 		log:         log,
 		collections: cols,
 		now:         time.Now,
+		sessionSalt: randomHex(16),
 		ctx:         ctx,
 		cancel:      cancel,
 		sims:        make(map[string]*simulation),

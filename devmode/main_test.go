@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testIssuerKey returns the package's dev issuer (RSA key generation is slow).
+// testDevIssuer returns the package's dev issuer (RSA key generation is slow).
 func testDevIssuer(t testing.TB) *authz.DevIssuer {
 	t.Helper()
 	issuerOnce.Do(func() { issuer, issuerErr = authz.NewDevIssuer(testIssuer) })

@@ -60,7 +60,7 @@ type simRequest struct {
 
 // parseSimulateQuery validates a /dev/simulate query: on (required,
 // strconv.ParseBool), org (required, an id as for /dev/token), rate (changes
-// per second, in (0, 50], default 1; finite).
+// per second, in [0.01, 50], default 1).
 func parseSimulateQuery(q url.Values) (simRequest, error) {
 	var req simRequest
 	for k, v := range q {
@@ -88,8 +88,8 @@ func parseSimulateQuery(q url.Values) (simRequest, error) {
 		if err != nil || math.IsNaN(r) || math.IsInf(r, 0) {
 			return req, fmt.Errorf("rate: %q is not a number", s)
 		}
-		if r <= 0 || r > MaxSimulationRate {
-			return req, fmt.Errorf("rate: %g is out of range (0, %g]", r, MaxSimulationRate)
+		if r < MinSimulationRate || r > MaxSimulationRate {
+			return req, fmt.Errorf("rate: %g is out of range [%g, %g]", r, MinSimulationRate, MaxSimulationRate)
 		}
 		req.Rate = r
 	}

@@ -2,6 +2,7 @@ package devmode
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -228,7 +229,7 @@ func (h *DevHandler) serveToken(w http.ResponseWriter, r *http.Request) {
 	// iat is whole seconds, as in the token, so expires_at equals exp.
 	iat := h.now().Truncate(time.Second)
 	o.IssuedAt = iat
-	o.SessionID = "sess_dev_" + randomHex(12)
+	o.SessionID = h.sessionID(o.UserID)
 	o.Azp = h.cfg.Azp
 	tok, err := h.cfg.Issuer.Mint(o)
 	if err != nil {
@@ -247,6 +248,14 @@ func (h *DevHandler) serveToken(w http.ResponseWriter, r *http.Request) {
 		SessionID:      o.SessionID,
 		V2:             o.V2,
 	})
+}
+
+// sessionID returns the session id of user's tokens: stable for the
+// handler's lifetime, as a Clerk session survives token refreshes and org
+// switches, and different for every user and every dev run.
+func (h *DevHandler) sessionID(user string) string {
+	sum := sha256.Sum256([]byte(h.sessionSalt + "\x00" + user))
+	return "sess_dev_" + hex.EncodeToString(sum[:12])
 }
 
 func randomHex(n int) string {

@@ -85,8 +85,8 @@ func TestTokenEndpoint(t *testing.T) {
 			if res.UserID != q.Get("user") || res.OrgID != tt.wantOrg || res.OrgRole != tt.wantRole {
 				t.Errorf("response user/org/role = %q/%q/%q, want %q/%q/%q", res.UserID, res.OrgID, res.OrgRole, q.Get("user"), tt.wantOrg, tt.wantRole)
 			}
-			if !strings.HasPrefix(res.SessionID, "sess_dev_") {
-				t.Errorf("session_id = %q", res.SessionID)
+			if res.SessionID != h.sessionID(res.UserID) || !strings.HasPrefix(res.SessionID, "sess_dev_") {
+				t.Errorf("session_id = %q, want %q", res.SessionID, h.sessionID(res.UserID))
 			}
 			// The token verifies through the production verifier and says
 			// what the response says.
@@ -110,6 +110,27 @@ func TestTokenEndpoint(t *testing.T) {
 				t.Errorf("v2 = %v (claim v %v), query %q", res.V2, p.Claims["v"], q.Get("v2"))
 			}
 		})
+	}
+}
+
+// TestTokenSessionID checks that a user's tokens share one session id (an
+// org switch refreshes the same session), distinct per user and per run.
+func TestTokenSessionID(t *testing.T) {
+	h, _ := testHandler(t)
+	sid := func(h *DevHandler, query string) string {
+		t.Helper()
+		w := do(t, h, http.MethodGet, "/dev/token?"+query, "")
+		var res tokenResponse
+		decode(t, w, &res)
+		return res.SessionID
+	}
+	a1 := sid(h, "user=user_dave&org=org_acme")
+	a2 := sid(h, "user=user_dave&org=org_globex&ttl=5m")
+	b := sid(h, "user=user_bob&org=org_acme")
+	h2, _ := testHandler(t)
+	other := sid(h2, "user=user_dave&org=org_acme")
+	if a1 != a2 || a1 == b || a1 == other || len(a1) != len("sess_dev_")+24 {
+		t.Errorf("session ids: same user %q %q, other user %q, other run %q", a1, a2, b, other)
 	}
 }
 

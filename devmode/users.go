@@ -4,10 +4,10 @@ import "slices"
 
 // Demo organizations seeded by Seed.
 const (
-	OrgAcme      = "org_acme"
-	OrgAcmeSlug  = "acme"
-	OrgGlobex    = "org_globex"
-	OrgGlobexSlg = "globex"
+	OrgAcme       = "org_acme"
+	OrgAcmeSlug   = "acme"
+	OrgGlobex     = "org_globex"
+	OrgGlobexSlug = "globex"
 )
 
 // Roles and permissions used by the demo users.
@@ -63,11 +63,11 @@ func Users() []DemoUser {
 			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleMember, Permissions: []string{}},
 		}},
 		{ID: "user_carol", Name: "Carol (globex admin)", Memberships: []Membership{
-			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlg, Role: RoleAdmin, Permissions: []string{PermInvoicesRead}},
+			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlug, Role: RoleAdmin, Permissions: []string{PermInvoicesRead}},
 		}},
 		{ID: "user_dave", Name: "Dave (acme + globex member)", Memberships: []Membership{
 			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleMember, Permissions: []string{}},
-			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlg, Role: RoleMember, Permissions: []string{PermInvoicesRead}},
+			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlug, Role: RoleMember, Permissions: []string{PermInvoicesRead}},
 		}},
 		{ID: "user_erin", Name: "Erin (no organization)", Memberships: []Membership{}},
 	}

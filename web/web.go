@@ -15,7 +15,10 @@ import (
 	"time"
 )
 
-//go:embed static
+// static holds the page. Only these files are embedded: static/ also holds
+// the client's tests (firegate.test.mjs), which are not served.
+//
+//go:embed static/index.html static/app.js static/firegate.js static/style.css
 var static embed.FS
 
 // contentTypes maps the extensions of the embedded files to their media

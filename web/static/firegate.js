@@ -128,7 +128,6 @@ export class FiregateClient {
       throw new TypeError('FiregateClient: opts.getToken is required');
     }
     this.opts = {
-      url: defaultStreamURL(),
       minBackoffMs: 250,
       maxBackoffMs: 15000,
       pingIntervalMs: 25000,
@@ -137,6 +136,7 @@ export class FiregateClient {
       maxSubscribeRetries: 5,
       ...opts,
     };
+    if (!this.opts.url) this.opts.url = defaultStreamURL();
     this.state = 'idle'; // idle | connecting | authenticating | ready | waiting | closed
     this.welcome = null; // last welcome frame
     this._ws = null;
