@@ -19,6 +19,10 @@ import (
 	"github.com/firegate/firegate/wire"
 )
 
+// frameBufs holds the buffers writers splice frames into; a writer holds
+// one only while it writes a batch, so idle connections pin none.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 // noSeq marks a subscription with no complete state at the client (its
 // snapshot was cut short); a catch-up from it is a fresh snapshot.
 const noSeq = math.MaxUint64
@@ -78,8 +82,8 @@ type conn struct {
 	expireTimer  Timer
 	closedTimers bool
 
-	writerDone chan struct{}
-	closeWhy   atomic.Pointer[string]
+	writers  sync.WaitGroup // the writer goroutine, while one runs
+	closeWhy atomic.Pointer[string]
 }
 
 func (s *Server) newConn(ws *websocket.Conn, tr transport, ip string, start time.Time) *conn {
@@ -89,11 +93,14 @@ func (s *Server) newConn(ws *websocket.Conn, tr transport, ip string, start time
 		log:        s.log.With("conn", id),
 		subs:       make(map[string]*subscription),
 		msgLimiter: rate.NewLimiter(s.cfg.Limits.MessagesPerConn, s.cfg.Limits.MessageBurst),
-		writerDone: make(chan struct{}),
 	}
 	c.q = newSendQueue(s.cfg.SendQueueMessages, s.cfg.SendQueueBytes, func(action string) {
 		s.m.QueueOverflows[action].Inc()
 	})
+	c.q.spawn = func() {
+		c.writers.Add(1)
+		go c.writeLoop()
+	}
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	return c
 }
@@ -104,10 +111,10 @@ func (c *conn) serve(token string) {
 	s := c.s
 	s.m.ConnectionsActive.Inc()
 	s.track(c, true)
-	go c.writeLoop()
 	defer func() {
 		c.cancel()
-		<-c.writerDone
+		c.q.kill()
+		c.writers.Wait()
 		c.cleanup()
 		s.track(c, false)
 		s.m.ConnectionsActive.Dec()
@@ -329,7 +336,7 @@ func (c *conn) authenticate(token string, first bool) bool {
 		if first {
 			s.m.Handshakes["unauthorized"].Inc()
 		}
-		c.log.Info("authentication failed", "reason", reason, "first", first)
+		s.connLogs.log(c.log, slog.LevelInfo, "authentication failed", "reason", reason, "first", first)
 		c.closeWith(wire.CloseUnauthenticated, closeReasonFor(reason), "auth_invalid", false)
 		return false
 	}
@@ -500,7 +507,7 @@ func (c *conn) subscribe(m wire.ClientMessage) {
 		case errors.As(err, &qe):
 			c.sendError(m.ID, wire.CodeBadRequest, qe.Msg, 0)
 		default:
-			c.log.Error("failed to plan subscription", "err", err)
+			c.s.connLogs.log(c.log, slog.LevelError, "failed to plan subscription", "err", err)
 			c.sendError(m.ID, wire.CodeInternal, "internal error", 0)
 		}
 		return
@@ -523,7 +530,7 @@ func (c *conn) subscribe(m wire.ClientMessage) {
 			c.sendError(m.ID, wire.CodeLimitExceeded, fmt.Sprintf("%s limit reached; try again later", le.Limit), le.RetryAfter)
 			return
 		}
-		c.log.Error("failed to subscribe", "err", err)
+		s.connLogs.log(c.log, slog.LevelError, "failed to subscribe", "err", err)
 		c.sendError(m.ID, wire.CodeUnavailable, "could not open the subscription", time.Second)
 		return
 	}
@@ -567,17 +574,17 @@ func (c *conn) sendError(id, code, msg string, retry time.Duration) {
 	c.sendCtrl(wire.TypeError, e)
 }
 
-// writeLoop is the only goroutine that writes to the socket.
+// writeLoop is the only goroutine that writes to the socket. It runs
+// only while the queue has work: it exits when take finds nothing, and the
+// next push starts a new one.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
+	defer c.writers.Done()
 	s := c.s
 	for {
-		select {
-		case <-c.q.wake:
-		case <-c.ctx.Done():
+		batch, cr, catchUp, ok := c.q.take()
+		if !ok {
 			return
 		}
-		batch, cr, catchUp := c.q.take()
 		if err := c.writeBatch(batch); err != nil {
 			c.q.release(batch)
 			if c.ctx.Err() == nil {
@@ -588,12 +595,14 @@ func (c *conn) writeLoop() {
 					c.setWhy("error")
 				}
 			}
+			c.q.kill()
 			c.tr.closeNow()
 			c.cancel()
 			return
 		}
 		c.q.release(batch)
 		if cr != nil {
+			c.q.kill()
 			c.tr.close(cr.code, cr.reason)
 			c.cancel()
 			return
@@ -610,12 +619,6 @@ func (c *conn) writeLoop() {
 				c.q.mu.Unlock()
 			}
 		}
-		if len(catchUp) > 0 {
-			c.q.signal()
-		}
-		if cap(c.wbuf) > 64<<10 {
-			c.wbuf = nil // do not pin a big buffer on an idle connection
-		}
 	}
 }
 
@@ -626,6 +629,12 @@ func (c *conn) writeBatch(batch []entry) error {
 	s := c.s
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.SlowConsumerTimeout)
 	defer cancel()
+	bp := frameBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			frameBufs.Put(bp)
+		}
+	}()
 	for i := range batch {
 		e := &batch[i]
 		var b []byte
@@ -633,8 +642,8 @@ func (c *conn) writeBatch(batch []entry) error {
 			if e.sub.closed.Load() && !e.msg.End {
 				continue
 			}
-			c.wbuf = e.msg.Frame.AppendTo(c.wbuf[:0], e.sub.quoted)
-			b = c.wbuf
+			*bp = e.msg.Frame.AppendTo((*bp)[:0], e.sub.quoted)
+			b = *bp
 		} else {
 			b = e.ctrl
 		}

@@ -59,20 +59,36 @@ type sendQueue struct {
 	maxBytes int
 	lagging  []*subscription
 	closeReq *closeRequest
-	wake     chan struct{}
+	// running says a writer goroutine is live; dead that none may start
+	// again. The writer exists only while there is something to write, so
+	// an idle connection costs no writer stack.
+	running bool
+	dead    bool
+	// spawn starts a writer goroutine; it is called with mu held (so that
+	// its WaitGroup.Add happens before kill) and must not block.
+	spawn func()
 	// onOverflow is called (without mu) with the action taken.
 	onOverflow func(action string)
 }
 
 func newSendQueue(maxItems, maxBytes int, onOverflow func(string)) *sendQueue {
-	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, wake: make(chan struct{}, 1), onOverflow: onOverflow}
+	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, onOverflow: onOverflow, spawn: func() {}}
 }
 
-func (q *sendQueue) signal() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
+// wakeLocked starts the writer unless one runs.
+func (q *sendQueue) wakeLocked() {
+	if !q.running && !q.dead {
+		q.running = true
+		q.spawn()
 	}
+}
+
+// kill forbids new writers; after it returns the caller may wait for the
+// running one.
+func (q *sendQueue) kill() {
+	q.mu.Lock()
+	q.dead = true
+	q.mu.Unlock()
 }
 
 // pushCtrl queues a control frame.
@@ -85,12 +101,11 @@ func (q *sendQueue) pushCtrl(typ string, b []byte) {
 	q.items = append(q.items, entry{ctrl: b, typ: typ})
 	q.bytes += len(b)
 	over := q.hardOverLocked()
+	q.wakeLocked()
 	q.mu.Unlock()
 	if over {
 		q.overflowDisconnect()
-		return
 	}
-	q.signal()
 }
 
 // pushMsg queues a subscription-bound message; see Subscriber.Deliver.
@@ -111,24 +126,23 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 	if live && (len(q.items) >= q.maxItems || q.bytes+e.size() > q.maxBytes) {
 		q.overflowLocked(s)
 		over := q.hardOverLocked()
+		q.wakeLocked()
 		q.mu.Unlock()
 		if over {
 			q.overflowDisconnect()
 			return
 		}
 		q.onOverflow("catchup")
-		q.signal()
 		return
 	}
 	q.items = append(q.items, e)
 	q.bytes += e.size()
 	over := q.hardOverLocked()
+	q.wakeLocked()
 	q.mu.Unlock()
 	if over {
 		q.overflowDisconnect()
-		return
 	}
-	q.signal()
 }
 
 func (q *sendQueue) hardOverLocked() bool {
@@ -177,16 +191,25 @@ func (q *sendQueue) requestClose(r closeRequest) {
 			q.bytes = 0
 		}
 	}
+	q.wakeLocked()
 	q.mu.Unlock()
-	q.signal()
 }
 
 // take hands the writer everything queued (the returned slice is the
 // writer's until the next take), the close request if any, and, when the
-// queue is empty, the subscriptions to catch up.
-func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscription) {
+// queue is empty, the subscriptions to catch up. When there is nothing at
+// all it marks the writer stopped and reports ok=false: the writer must
+// then exit (the next push starts a new one).
+func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscription, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if len(q.items) == 0 && q.closeReq == nil && len(q.lagging) == 0 {
+		q.running = false
+		if cap(q.items) > 64 {
+			q.items, q.spare = nil, nil // do not pin a burst's slices on an idle connection
+		}
+		return nil, nil, nil, false
+	}
 	batch = q.items
 	q.items = q.spare[:0]
 	q.spare = batch
@@ -214,7 +237,7 @@ func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscrip
 			s.catchUpFrom = s.takenSeq
 		}
 	}
-	return batch, q.closeReq, catchUp
+	return batch, q.closeReq, catchUp, true
 }
 
 // release clears the writer's batch so the frames can be collected.

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,7 +33,7 @@ func TestQueuePushTakeDoesNotAllocate(t *testing.T) {
 		for i := 0; i < 8; i++ {
 			q.pushMsg(s, m, false)
 		}
-		b, _, _ := q.take()
+		b, _, _, _ := q.take()
 		q.release(b)
 	})
 	if allocs != 0 {
@@ -53,7 +55,7 @@ func TestQueueOverflowDropsDataKeepsControlAndCatchesUp(t *testing.T) {
 	if len(actions) != 1 || actions[0] != "catchup" {
 		t.Fatalf("actions %v", actions)
 	}
-	batch, cr, catchUp := q.take()
+	batch, cr, catchUp, _ := q.take()
 	if cr != nil || catchUp != nil {
 		t.Fatalf("unexpected close %v or catch-up %v before drain", cr, catchUp)
 	}
@@ -65,7 +67,7 @@ func TestQueueOverflowDropsDataKeepsControlAndCatchesUp(t *testing.T) {
 	if len(q.items) != 0 {
 		t.Fatal("live message queued for a lagging subscription")
 	}
-	_, _, catchUp = q.take()
+	_, _, catchUp, _ = q.take()
 	if len(catchUp) != 2 {
 		t.Fatalf("catch-up for %d subscriptions, want 2", len(catchUp))
 	}
@@ -80,7 +82,7 @@ func TestQueueOverflowDropsDataKeepsControlAndCatchesUp(t *testing.T) {
 	if len(q.items) != 2 {
 		t.Fatalf("%d queued after catch-up", len(q.items))
 	}
-	batch, _, _ = q.take()
+	batch, _, _, _ = q.take()
 	if a.takenSeq != 4 {
 		t.Fatalf("takenSeq %d", a.takenSeq)
 	}
@@ -93,7 +95,7 @@ func TestQueueHardCapDisconnects(t *testing.T) {
 	for i := 0; i <= 8; i++ { // 4x the bound is allowed; one more is not
 		q.pushCtrl(wire.TypePong, []byte(`{"type":"pong"}`))
 	}
-	_, cr, _ := q.take()
+	_, cr, _, _ := q.take()
 	if cr == nil || cr.code != wire.CloseTooSlow || cr.why != "slow_consumer" {
 		t.Fatalf("close request %+v", cr)
 	}
@@ -169,4 +171,19 @@ func FuzzOriginAllowed(f *testing.F) {
 		_ = m.Allowed(origin)
 		_, _ = parseOriginPattern(origin)
 	})
+}
+
+func TestConnLogsAreRateLimited(t *testing.T) {
+	var buf strings.Builder
+	l := slog.New(slog.NewJSONHandler(&buf, nil))
+	ll := newLogLimiter()
+	for i := 0; i < connLogBurst+50; i++ {
+		ll.log(l, slog.LevelInfo, "authentication failed")
+	}
+	if n := strings.Count(buf.String(), "\n"); n != connLogBurst {
+		t.Fatalf("%d lines logged, want the burst %d", n, connLogBurst)
+	}
+	if ll.suppressed.Load() != 50 {
+		t.Fatalf("suppressed %d", ll.suppressed.Load())
+	}
 }

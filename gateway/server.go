@@ -68,6 +68,7 @@ type Server struct {
 	extra    http.Handler
 	origins  *originMatcher
 
+	connLogs   *logLimiter
 	handshakes *keyedLimiter
 	authFails  *keyedLimiter
 	users      *userCounter
@@ -118,6 +119,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.extra = http.NotFoundHandler()
 	}
 	s.policy.Store(d.Policy)
+	s.connLogs = newLogLimiter()
 	l := cfg.Limits
 	s.handshakes = newKeyedLimiter(l.HandshakesPerIP, l.HandshakeBurst, l.MaxTrackedIPs, s.clock.Now)
 	s.authFails = newKeyedLimiter(l.AuthFailuresPerIP, l.AuthFailureBurst, l.MaxTrackedIPs, s.clock.Now)

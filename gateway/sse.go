@@ -141,10 +141,10 @@ func (c *conn) serveSSE(p *authz.Principal, m wire.ClientMessage) {
 	s := c.s
 	s.m.ConnectionsActive.Inc()
 	s.track(c, true)
-	go c.writeLoop()
 	defer func() {
 		c.cancel()
-		<-c.writerDone
+		c.q.kill()
+		c.writers.Wait()
 		c.cleanup()
 		s.track(c, false)
 		s.m.ConnectionsActive.Dec()
