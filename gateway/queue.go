@@ -51,14 +51,18 @@ type closeRequest struct {
 // undroppable frames alone exceed four times the bounds, the connection is
 // closed 4009.
 type sendQueue struct {
-	mu       sync.Mutex
-	items    []entry
-	spare    []entry
-	bytes    int
-	maxItems int
-	maxBytes int
-	lagging  []*subscription
-	closeReq *closeRequest
+	mu    sync.Mutex
+	items []entry
+	spare []entry
+	bytes int
+	// fixedN and fixedBytes count the undroppable entries queued: only they
+	// can grow the queue past its bounds, so only they are capped hard.
+	fixedN     int
+	fixedBytes int
+	maxItems   int
+	maxBytes   int
+	lagging    []*subscription
+	closeReq   *closeRequest
 	// running says a writer goroutine is live; dead that none may start
 	// again. The writer exists only while there is something to write, so
 	// an idle connection costs no writer stack.
@@ -100,6 +104,8 @@ func (q *sendQueue) pushCtrl(typ string, b []byte) {
 	}
 	q.items = append(q.items, entry{ctrl: b, typ: typ})
 	q.bytes += len(b)
+	q.fixedN++
+	q.fixedBytes += len(b)
 	over := q.hardOverLocked()
 	q.wakeLocked()
 	q.mu.Unlock()
@@ -137,6 +143,10 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 	}
 	q.items = append(q.items, e)
 	q.bytes += e.size()
+	if !e.droppable() {
+		q.fixedN++
+		q.fixedBytes += e.size()
+	}
 	over := q.hardOverLocked()
 	q.wakeLocked()
 	q.mu.Unlock()
@@ -145,8 +155,12 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 	}
 }
 
+// hardOverLocked reports whether undroppable frames alone exceed four
+// times the bounds. Data frames never count here: live ones are bounded by
+// the overflow policy, snapshots and catch-ups by the subscriptions that
+// asked for them (and the next overflow drops them).
 func (q *sendQueue) hardOverLocked() bool {
-	return len(q.items) > 4*q.maxItems || q.bytes > 4*q.maxBytes
+	return q.fixedN > 4*q.maxItems || q.fixedBytes > 4*q.maxBytes
 }
 
 func (q *sendQueue) overflowDisconnect() {
@@ -158,7 +172,7 @@ func (q *sendQueue) overflowDisconnect() {
 // subscriptions (and s) lagging.
 func (q *sendQueue) overflowLocked(s *subscription) {
 	kept := q.items[:0]
-	q.bytes = 0
+	q.bytes, q.fixedN, q.fixedBytes = 0, 0, 0
 	for _, e := range q.items {
 		if e.droppable() {
 			q.markLaggingLocked(e.sub)
@@ -166,6 +180,8 @@ func (q *sendQueue) overflowLocked(s *subscription) {
 		}
 		kept = append(kept, e)
 		q.bytes += e.size()
+		q.fixedN++
+		q.fixedBytes += e.size()
 	}
 	clear(q.items[len(kept):])
 	q.items = kept
@@ -188,7 +204,7 @@ func (q *sendQueue) requestClose(r closeRequest) {
 		if r.immediate {
 			clear(q.items)
 			q.items = q.items[:0]
-			q.bytes = 0
+			q.bytes, q.fixedN, q.fixedBytes = 0, 0, 0
 		}
 	}
 	q.wakeLocked()
@@ -213,7 +229,7 @@ func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscrip
 	batch = q.items
 	q.items = q.spare[:0]
 	q.spare = batch
-	q.bytes = 0
+	q.bytes, q.fixedN, q.fixedBytes = 0, 0, 0
 	for i := range batch {
 		e := &batch[i]
 		if e.msg == nil {
