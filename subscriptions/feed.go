@@ -250,12 +250,14 @@ func (f *feed) initialize(docs []Document) {
 	}
 	f.ready = true
 	f.snapCache = nil
-	if len(f.subs) == 0 {
-		return
-	}
-	chunks := f.snapshot()
 	for i := range f.subs {
-		feedDeliverChunks(f.subs[i].sub, chunks)
+		fs := &f.subs[i]
+		if base := fs.s.moveBase; base != nil {
+			fs.s.moveBase = nil
+			fs.sub.Deliver(f.moveDiff(base), true)
+			continue
+		}
+		feedDeliverChunks(fs.sub, f.snapshot())
 	}
 }
 
@@ -406,11 +408,7 @@ func (f *feed) snapshot() []*Message {
 	if f.snapCache != nil {
 		return f.snapCache
 	}
-	docs := make([]*feedDoc, 0, len(f.visible))
-	for _, e := range f.visible {
-		docs = append(docs, e)
-	}
-	slices.SortFunc(docs, func(a, b *feedDoc) int { return feedCmpPos(a.pos, b.pos) })
+	docs := f.ordered()
 	wd := make([]wire.Doc, len(docs))
 	for i, e := range docs {
 		wd[i] = wire.Doc{ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr}
@@ -447,6 +445,17 @@ func (f *feed) snapshot() []*Message {
 	return chunks
 }
 
+// ordered returns the visible documents in snapshot order (upstream result
+// order, later additions last). Called with mu held.
+func (f *feed) ordered() []*feedDoc {
+	docs := make([]*feedDoc, 0, len(f.visible))
+	for _, e := range f.visible {
+		docs = append(docs, e)
+	}
+	slices.SortFunc(docs, func(a, b *feedDoc) int { return feedCmpPos(a.pos, b.pos) })
+	return docs
+}
+
 // feedDeliverChunks delivers a snapshot; the first chunk carries catchUp.
 func feedDeliverChunks(sub Subscriber, chunks []*Message) {
 	for i, m := range chunks {
@@ -456,10 +465,13 @@ func feedDeliverChunks(sub Subscriber, chunks []*Message) {
 
 // attach adds a subscriber to the Feed (the caller holds a reservation in
 // refs) and delivers `subscribed` and then the resume catch-up or the
-// snapshot, or queues the snapshot until the first upstream Reset. On a
+// snapshot, or queues the snapshot until the first upstream Reset. A
+// non-nil base (Hub.Move) replaces the resume and the snapshot: the
+// subscriber gets `subscribed` resumed=true and the diff from base to the
+// visible set (see moveDiff), queued likewise until the first Reset. On a
 // Feed closed by a permanent error the subscriber gets `subscribed` and the
 // `unsubscribed` end message and a detached Subscription.
-func (f *feed) attach(sub Subscriber, resume *wire.Resume) (*Subscription, error) {
+func (f *feed) attach(sub Subscriber, resume *wire.Resume, base moveBase) (*Subscription, error) {
 	h := f.hub
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -478,6 +490,15 @@ func (f *feed) attach(sub Subscriber, resume *wire.Resume) (*Subscription, error
 	}
 	s.idx = len(f.subs)
 	f.subs = append(f.subs, feedSub{sub: sub, s: s})
+	if base != nil {
+		sub.Deliver(f.subscribedRes, false)
+		if !f.ready {
+			s.moveBase = base // the diff follows the first Reset
+			return s, nil
+		}
+		sub.Deliver(f.moveDiff(base), true)
+		return s, nil
+	}
 	if !f.ready {
 		sub.Deliver(f.subscribed, false) // the snapshot follows the first Reset
 		return s, nil
@@ -505,6 +526,7 @@ func (f *feed) removeSub(s *Subscription) {
 	f.subs[last] = feedSub{}
 	f.subs = f.subs[:last]
 	s.idx = -1
+	s.moveBase = nil
 }
 
 // detachAll detaches every subscriber (delivering m to each first when m is
@@ -512,6 +534,7 @@ func (f *feed) removeSub(s *Subscription) {
 func (f *feed) detachAll(m *Message) {
 	for i := range f.subs {
 		f.subs[i].s.idx = -1
+		f.subs[i].s.moveBase = nil
 		if m != nil {
 			f.subs[i].sub.Deliver(m, false)
 		}
@@ -533,6 +556,10 @@ type Subscription struct {
 	f   *feed
 	sub Subscriber
 	idx int // position in f.subs while attached, -1 once detached; guarded by f.mu
+	// moveBase is what the subscriber holds while a Move waits for this
+	// Feed's first Reset (its diff is then built from it); nil otherwise.
+	// Guarded by f.mu.
+	moveBase moveBase
 }
 
 // Epoch returns the Feed's epoch (what a client passes back in resume).
@@ -541,13 +568,24 @@ func (s *Subscription) Epoch() string { return s.f.epoch }
 // Unsubscribe detaches the subscription. It is idempotent, and no Deliver
 // for this subscription happens after it returns. When the last subscriber
 // leaves, the Feed lingers for HubConfig.Linger before it stops.
-func (s *Subscription) Unsubscribe() {
+func (s *Subscription) Unsubscribe() { s.leave(false) }
+
+// leave detaches s exactly as Unsubscribe does (reference count, linger).
+// With capture set it also returns, read under the same hold of the Feed
+// lock and so consistent with everything delivered to s, what s's
+// subscriber holds of this Feed (see baseOf); nil when s was no longer
+// attached or that is unknown. Called with no lock held.
+func (s *Subscription) leave(capture bool) moveBase {
 	f := s.f
 	h := f.hub
 	f.mu.Lock()
 	if s.idx < 0 {
 		f.mu.Unlock()
-		return
+		return nil
+	}
+	var base moveBase
+	if capture {
+		base = f.baseOf(s)
 	}
 	f.removeSub(s)
 	var gen uint64
@@ -569,6 +607,7 @@ func (s *Subscription) Unsubscribe() {
 	if expireNow {
 		h.expireLinger(f, gen)
 	}
+	return base
 }
 
 // CatchUp serves a subscriber that overflowed and dropped the messages after

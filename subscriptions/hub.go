@@ -109,7 +109,9 @@ type hubShard struct {
 // permanent error) by taking its shard lock and then its own lock, from
 // its own goroutine or a timer callback that holds no other lock. No lock is
 // held while waiting: Listen, backoff sleeps, timer waits and Close's
-// waits all happen with no lock held; Deliver never blocks.
+// waits all happen with no lock held; Deliver never blocks. Move holds one
+// lock at a time: the new key's shard lock to reserve, then the old Feed's
+// lock to capture and detach, then the new Feed's lock to attach.
 type Hub struct {
 	src    Source
 	cfg    HubConfig
@@ -237,7 +239,84 @@ func (h *Hub) Subscribe(spec FeedSpec, sub Subscriber, resume *wire.Resume) (*Su
 	if err != nil {
 		return nil, err
 	}
-	return f.attach(sub, resume)
+	return f.attach(sub, resume, nil)
+}
+
+// Lagger may be implemented by a Subscriber that can drop messages it was
+// delivered (a bounded send queue that overflows) until a catchUp message
+// comes. Move asks the old Subscription's Subscriber under the old Feed's
+// lock, atomically with that Feed's deliveries: true means it dropped some
+// and holds no known state, so Move sends a fresh snapshot whatever
+// clientCurrent says. Lagging is called with a Feed's lock held: it must not
+// block and must not call back into the Hub.
+type Lagger interface {
+	Lagging() bool
+}
+
+// Move moves a subscriber to the Feed for spec when its key changed (a
+// token refresh changed an attribute the policy filter reads) without a
+// snapshot. It detaches old from its Feed exactly as Unsubscribe does
+// (reference count, linger) and attaches sub to the Feed for spec, creating
+// it if needed under the same limits as Subscribe. Before any live message
+// of the new Feed, sub gets `subscribed` with the new Feed's epoch and
+// resumed=true (catchUp=false), then one `changes` message (catchUp=true,
+// seq = the new Feed's current seq, no read_time) holding the diff between
+// what the old Feed had made visible to old's subscriber and the new
+// Feed's visible set: `removed` for a document visible only in the old,
+// `added` for one visible only in the new, `modified` (whole document) for
+// one visible in both at a different version (update time), nothing for
+// one at the same version; an empty list when they are equal. If the new
+// Feed has not received its first upstream snapshot yet, the diff follows
+// when it does; a subscription moved again before that carries its
+// original base along.
+//
+// The diff is against the old Feed's state, not the client's, so it is
+// right only for a subscriber that accepted every message of old so far:
+// the caller passes clientCurrent=false when it knows otherwise (a send
+// queue that overflowed and awaits CatchUp), and a Subscriber implementing
+// Lagger is asked under the old Feed's lock, which closes the window
+// between the caller's check and the detach. A non-current subscriber, as
+// well as one whose old Feed has not sent it a snapshot yet (or whose old
+// Subscription was already detached), gets what Subscribe would give it
+// without resume instead: `subscribed` resumed=false and a fresh snapshot.
+//
+// If spec.Key equals old's Feed key, Move returns old unchanged, delivers
+// nothing and does not look at sub or clientCurrent. Otherwise old is
+// detached when Move returns, whether or not it succeeds (so a caller that
+// lost a role never keeps receiving the old Feed), and no Deliver for old
+// happens after that. Move refuses a new Feed past MaxFeeds or
+// MaxFeedsPerTenant with a *LimitError, returns ErrHubClosed after Close,
+// and on a Feed just closed by a permanent upstream error behaves as
+// Subscribe. Safe for concurrent use, also with old's own methods (each
+// takes old's Feed lock; an Unsubscribe of old that wins makes Move send a
+// snapshot, and the caller then owns the returned Subscription). Deliveries
+// may happen before Move returns.
+//
+// Locking: Move holds at most one lock at a time: the new key's shard lock
+// to reserve the new Feed (no Feed lock), then the old Feed's lock to
+// capture the old visible set and detach, then the new Feed's lock to
+// attach and deliver.
+func (h *Hub) Move(old *Subscription, spec FeedSpec, sub Subscriber, clientCurrent bool) (*Subscription, error) {
+	if old == nil {
+		return nil, errors.New("failed to move subscription: nil Subscription")
+	}
+	if spec.Key == old.f.spec.Key {
+		return old, nil
+	}
+	if sub == nil || spec.Key == "" {
+		old.Unsubscribe()
+		if sub == nil {
+			return nil, errors.New("failed to move subscription: nil Subscriber")
+		}
+		return nil, errors.New("failed to move subscription: empty feed key")
+	}
+	f, err := h.acquire(spec)
+	if err != nil {
+		old.Unsubscribe()
+		return nil, err
+	}
+	base := old.leave(clientCurrent)
+	return f.attach(sub, nil, base)
 }
 
 // acquire finds or creates the Feed for spec and reserves a reference on it.

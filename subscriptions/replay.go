@@ -1,6 +1,7 @@
 package subscriptions
 
 import (
+	"slices"
 	"time"
 
 	"github.com/firegate/firegate/wire"
@@ -152,6 +153,74 @@ func (f *feed) netChange(after uint64) *Message {
 		case c.kind != Added:
 			changes = append(changes, wire.Change{Kind: wire.KindRemoved, ID: c.id, Path: c.path})
 		}
+	}
+	return &Message{Frame: wire.ChangesFrame(f.seq, time.Time{}, changes), Seq: f.seq}
+}
+
+// moveBase is what a moving subscriber holds of the Feed it leaves: the
+// version of every document that Feed made visible to it, by id. nil means
+// unknown (a snapshot is needed); an empty non-nil map is an empty result.
+// A moveBase is immutable once captured.
+type moveBase map[string]moveDoc
+
+// moveDoc is one document of a moveBase.
+type moveDoc struct {
+	path       string
+	updateTime time.Time
+	pos        uint64 // snapshot order in the Feed it was captured from
+}
+
+// baseOf returns what s's subscriber holds of this Feed: the base of a Move
+// still waiting for this Feed's first Reset (the subscriber has not been
+// told anything newer), else the visible set (what every delivery so far
+// adds up to), or nil when the Feed has not sent it a snapshot yet, or the
+// subscriber reports (Lagger) that it dropped some of those deliveries.
+// Called with mu held, s attached.
+func (f *feed) baseOf(s *Subscription) moveBase {
+	if s.moveBase != nil {
+		return s.moveBase
+	}
+	if !f.ready {
+		return nil
+	}
+	if l, ok := s.sub.(Lagger); ok && l.Lagging() {
+		return nil
+	}
+	base := make(moveBase, len(f.visible))
+	for id, e := range f.visible {
+		base[id] = moveDoc{path: e.path, updateTime: e.updateTime, pos: e.pos}
+	}
+	return base
+}
+
+// moveDiff builds the one `changes` message that brings a subscriber
+// holding base to this Feed's visible set at its current seq: "added" for a
+// visible document not in base, "modified" (whole document) for one whose
+// version (update time) or path differs from base, nothing for one at the
+// same version, all in snapshot order; then "removed" for every document of
+// base that is not visible, in base's order. The message carries the
+// current seq and no read_time; its changes list is empty when base already
+// equals the visible set. Called with mu held, f.ready.
+func (f *feed) moveDiff(base moveBase) *Message {
+	changes := make([]wire.Change, 0, len(f.visible))
+	for _, e := range f.ordered() {
+		b, had := base[e.id]
+		switch {
+		case !had:
+			changes = append(changes, wire.Change{Kind: wire.KindAdded, ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr})
+		case b.path != e.path || !b.updateTime.Equal(e.updateTime):
+			changes = append(changes, wire.Change{Kind: wire.KindModified, ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr})
+		}
+	}
+	var gone []string
+	for id := range base {
+		if f.visible[id] == nil {
+			gone = append(gone, id)
+		}
+	}
+	slices.SortFunc(gone, func(a, b string) int { return feedCmpPos(base[a].pos, base[b].pos) })
+	for _, id := range gone {
+		changes = append(changes, wire.Change{Kind: wire.KindRemoved, ID: id, Path: base[id].path})
 	}
 	return &Message{Frame: wire.ChangesFrame(f.seq, time.Time{}, changes), Seq: f.seq}
 }
