@@ -43,6 +43,18 @@ type subscription struct {
 	lagging     bool
 	takenSeq    uint64
 	catchUpFrom uint64
+	// gen counts the Feeds the subscription was attached to (each brings a
+	// `subscribed`); a catch-up scheduled under an older gen is stale.
+	gen        uint64
+	catchUpGen uint64
+}
+
+// Lagging implements subscriptions.Lagger: whether the subscription is
+// dropping live frames until a catch-up (so a Move must send a snapshot).
+func (s *subscription) Lagging() bool {
+	s.c.q.mu.Lock()
+	defer s.c.q.mu.Unlock()
+	return s.lagging
 }
 
 // Deliver implements subscriptions.Subscriber; it never blocks.
@@ -429,11 +441,12 @@ func (c *conn) recheck(old, p *authz.Principal) {
 		if spec.Key == sub.key {
 			continue
 		}
-		if hs := sub.hs.Load(); hs != nil {
-			hs.Unsubscribe()
+		old := sub.hs.Load()
+		if old == nil {
+			continue // still subscribing; it planned with the new principal or policy
 		}
 		sub.key = spec.Key
-		hs, err := c.s.hub.Subscribe(spec, sub, nil)
+		hs, err := c.s.hub.Move(old, spec, sub, true)
 		if err != nil {
 			c.endWith(sub, wire.ReasonUpstreamError, err.Error())
 			continue
@@ -611,12 +624,17 @@ func (c *conn) writeLoop() {
 			if sub.closed.Load() {
 				continue
 			}
-			if hs := sub.hs.Load(); hs != nil {
+			hs := sub.hs.Load()
+			c.q.mu.Lock()
+			stale := sub.gen != sub.catchUpGen
+			if hs == nil && !stale {
+				c.q.markLaggingLocked(sub) // Subscribe has not returned yet
+			}
+			c.q.mu.Unlock()
+			if hs != nil && !stale {
+				// A Move after the check finds hs detached: a no-op, and the
+				// Move itself brings the client up to date.
 				hs.CatchUp(sub.catchUpFrom)
-			} else {
-				c.q.mu.Lock()
-				c.q.markLaggingLocked(sub)
-				c.q.mu.Unlock()
 			}
 		}
 	}

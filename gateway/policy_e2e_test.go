@@ -75,10 +75,11 @@ func TestRoleChangeOnRefreshMovesFeed(t *testing.T) {
 		t.Fatalf("admin snapshot %v", docIDs(docs))
 	}
 	// Demoted on refresh: the subscription moves to the members' Feed —
-	// a new epoch and a snapshot without the private document.
+	// a new epoch (resumed: the client keeps its state) and exactly the
+	// difference: the private document is removed.
 	cl.send(map[string]any{"type": "auth", "token": e.token(authz.MintOptions{UserID: user, OrgID: org, OrgRole: "org:member"})})
 	// The welcome and the move's frames may interleave; the move's own
-	// frames come in order: subscribed, then the snapshot.
+	// frames come in order: subscribed, then the diff.
 	var sub, snap wireMsg
 	for snap.Type == "" || !sawWelcome(&sub) {
 		m := cl.next()
@@ -87,20 +88,38 @@ func TestRoleChangeOnRefreshMovesFeed(t *testing.T) {
 			sub.welcome = true
 		case "subscribed":
 			sub.ServerMessage = m
-		case "snapshot":
+		case "changes":
 			if sub.Type == "" {
-				t.Fatal("snapshot before subscribed")
+				t.Fatal("diff before subscribed")
 			}
 			snap.ServerMessage = m
 		default:
 			t.Fatalf("unexpected %+v", m)
 		}
 	}
-	if sub.ID != "s" || sub.Epoch == first.Epoch {
+	if sub.ID != "s" || sub.Epoch == first.Epoch || !sub.Resumed {
 		t.Fatalf("resubscribed %+v", sub)
 	}
-	if ids := docIDs(snap.Docs); len(ids) != 1 || !ids[org+"_pub"] {
-		t.Fatalf("demoted snapshot %v", ids)
+	if len(snap.Changes) != 1 || snap.Changes[0].Kind != "removed" || snap.Changes[0].ID != org+"_priv" {
+		t.Fatalf("demotion diff %+v", snap.Changes)
+	}
+	// Promoted again: the private document is added back; demoted again:
+	// removed. Each refresh brings subscribed, a diff and a welcome.
+	for _, step := range []struct{ role, kind string }{{"org:admin", "added"}, {"org:member", "removed"}} {
+		cl.send(map[string]any{"type": "auth", "token": e.token(authz.MintOptions{UserID: user, OrgID: org, OrgRole: step.role})})
+		var diff wire.ServerMessage
+		welcomed := false
+		for diff.Type == "" || !welcomed {
+			switch m := cl.next(); m.Type {
+			case "changes":
+				diff = m
+			case "welcome":
+				welcomed = true
+			}
+		}
+		if len(diff.Changes) != 1 || diff.Changes[0].Kind != step.kind || diff.Changes[0].ID != org+"_priv" {
+			t.Fatalf("%s diff %+v", step.role, diff.Changes)
+		}
 	}
 	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private", "y": 2})
 	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public", "y": 2})
@@ -136,7 +155,7 @@ collections:
 			gone = true
 		case m.Type == "subscribed" && m.ID == "t":
 			moved = true
-		case m.Type == "snapshot" && m.Sub == "t" && moved:
+		case m.Type == "changes" && m.Sub == "t" && moved:
 			snap = true
 		default:
 			t.Fatalf("unexpected %+v", m)

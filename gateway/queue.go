@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/firegate/firegate/subscriptions"
@@ -121,7 +122,16 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 		q.mu.Unlock()
 		return
 	}
-	if catchUp {
+	if m.Frame.Type == wire.TypeSubscribed {
+		// A (re)attachment to a Feed: whatever was lagging concerned the
+		// previous Feed, whose seqs mean nothing here; what follows is a
+		// snapshot or a diff against what the client has.
+		s.gen++
+		if s.lagging {
+			s.lagging = false
+			q.lagging = slices.DeleteFunc(q.lagging, func(x *subscription) bool { return x == s })
+		}
+	} else if catchUp {
 		s.lagging = false
 	} else if s.lagging {
 		q.mu.Unlock()
@@ -236,6 +246,8 @@ func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscrip
 			continue
 		}
 		switch e.msg.Frame.Type {
+		case wire.TypeSubscribed:
+			e.sub.takenSeq = noSeq
 		case wire.TypeChanges:
 			e.sub.takenSeq = e.msg.Seq
 		case wire.TypeSnapshot:
@@ -251,6 +263,7 @@ func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscrip
 		q.lagging = nil
 		for _, s := range catchUp {
 			s.catchUpFrom = s.takenSeq
+			s.catchUpGen = s.gen
 		}
 	}
 	return batch, q.closeReq, catchUp, true
