@@ -396,7 +396,11 @@ func TestFanoutAllocsIndependentOfSubscribers(t *testing.T) {
 		}
 	}
 	t.Logf("allocations per fanned-out change: 1 subscriber %.0f, 1000 subscribers %.0f", allocs[1], allocs[1000])
-	if allocs[1000] > allocs[1] {
+	slack := 0.0
+	if raceEnabled {
+		slack = 3 // pools drop items at random under -race; a growth with n would be ~1000x
+	}
+	if allocs[1000] > allocs[1]+slack {
 		t.Errorf("allocations grow with subscribers: %v (1) vs %v (1000)", allocs[1], allocs[1000])
 	}
 }

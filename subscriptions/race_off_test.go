@@ -1,0 +1,5 @@
+//go:build !race
+
+package subscriptions
+
+const raceEnabled = false
