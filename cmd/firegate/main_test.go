@@ -237,3 +237,30 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatalf("code %d: %s", code, errOut.String())
 	}
 }
+
+func TestPolicyCheckAndExplain(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(good, []byte("collections:\n  - path: invoices\n    scope: org\n    allow: \"'org:invoices:read' in auth.org_permissions\"\n"), 0o600)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("collections:\n  - path: tasks\n    scope: org\n    filter: \"doc.visibility ==\"\n"), 0o600)
+	claims := filepath.Join(dir, "claims.json")
+	os.WriteFile(claims, []byte(`{"sub":"user_1","org_id":"org_1","org_role":"org:member","org_permissions":[]}`), 0o600)
+
+	var out, errOut bytes.Buffer
+	if code := run([]string{"policy", "check", good}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "invoices") {
+		t.Fatalf("check good: %d %s %s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"policy", "check", bad}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "line") {
+		t.Fatalf("check bad: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := run([]string{"policy", "explain", good, "--claims", claims, "--collection", "invoices"}, &out, &errOut); code != 0 {
+		t.Fatalf("explain: %d %s", code, errOut.String())
+	}
+	var ex struct{ Decision, Rule, Reason string }
+	if err := json.Unmarshal(out.Bytes(), &ex); err != nil || ex.Decision != "deny" || ex.Rule != "invoices" || ex.Reason == "" {
+		t.Fatalf("explain said %s", out.String())
+	}
+}
