@@ -647,6 +647,7 @@ func (c *conn) writeBatch(batch []entry) error {
 	s := c.s
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.SlowConsumerTimeout)
 	defer cancel()
+	c.tr.begin()
 	bp := frameBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 {
@@ -686,5 +687,5 @@ func (c *conn) writeBatch(batch []entry) error {
 			}
 		}
 	}
-	return c.tr.flush()
+	return c.tr.flush(ctx)
 }

@@ -360,7 +360,8 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token := tokenFrom(r, origin != "")
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	bw := &batchingWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(bw, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{wire.Subprotocol},
 		InsecureSkipVerify: true, // the origin allowlist above already decided
 	})
@@ -368,7 +369,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		s.m.Handshakes["error"].Inc()
 		return
 	}
-	c := s.newConn(ws, wsTransport{ws}, ip, start)
+	c := s.newConn(ws, wsTransport{ws: ws, bc: bw.bc}, ip, start)
 	c.serve(token)
 }
 

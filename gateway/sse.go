@@ -197,7 +197,9 @@ func (t *sseTransport) write(ctx context.Context, e *entry, b []byte) error {
 	return err
 }
 
-func (t *sseTransport) flush() error { return t.rc.Flush() }
+func (t *sseTransport) begin() {}
+
+func (t *sseTransport) flush(context.Context) error { return t.rc.Flush() }
 
 func (t *sseTransport) close(code int, reason string) {
 	b, _ := json.Marshal(map[string]any{"code": code, "reason": reason})
