@@ -350,8 +350,14 @@ func (r *hsRing) Deliver(m *Message, _ bool) {
 // function that processes one new upstream change (a new version of one
 // document) through the Feed's snapshot path.
 func hsFanoutSetup(tb testing.TB, n int) (*feed, []*hsRing, func()) {
+	return hsFanoutSetupFiltered(tb, n, nil)
+}
+
+// hsFanoutSetupFiltered is hsFanoutSetup with a per-document policy filter.
+func hsFanoutSetupFiltered(tb testing.TB, n int, filter func(id, path string, data map[string]any) bool) (*feed, []*hsRing, func()) {
 	h, src, _ := hsNewHub(tb, HubConfig{ReplayCount: 8})
 	spec := hsSpec("k", "org")
+	spec.Filter = filter
 	rings := make([]*hsRing, n)
 	for i := range rings {
 		rings[i] = &hsRing{}
