@@ -188,6 +188,12 @@ func watchPolicy(ctx context.Context, path string, srv *gateway.Server, m *metri
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	watchPolicyWith(ctx, path, srv, m, log, hup, 2*time.Second)
+}
+
+// watchPolicyWith reloads on every value from hup and whenever the file's
+// size or modification time changes (checked every interval).
+func watchPolicyWith(ctx context.Context, path string, srv *gateway.Server, m *metrics.Metrics, log *slog.Logger, hup <-chan os.Signal, interval time.Duration) {
 	stamp := func() string {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -196,7 +202,7 @@ func watchPolicy(ctx context.Context, path string, srv *gateway.Server, m *metri
 		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
 	}
 	last := stamp()
-	tick := time.NewTicker(2 * time.Second)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
