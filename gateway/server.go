@@ -378,6 +378,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 // closed with 1012 spread evenly over the drain window, the Hub stops.
 // adminLn may be nil. It returns nil after a clean drain.
 func (s *Server) Serve(ctx context.Context, ln, adminLn net.Listener) error {
+	go s.sweepLimiters(ctx, time.Minute)
 	main := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return s.baseCtx }}
 	var admin *http.Server
 	errc := make(chan error, 2)
@@ -462,6 +463,22 @@ func (s *Server) Drain(ctx context.Context) {
 			return
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// sweepLimiters evicts idle per-IP limiter entries every interval, so the
+// tables shrink back after a burst of distinct addresses.
+func (s *Server) sweepLimiters(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.handshakes.sweep()
+			s.authFails.sweep()
 		}
 	}
 }
