@@ -155,7 +155,9 @@ func (c *conn) serve(token string) {
 		}
 		if typ != websocket.MessageText {
 			s.m.ClientMessages["invalid"].Inc()
-			c.sendError("", wire.CodeBadRequest, "binary frames are not supported; send JSON text frames", 0)
+			if c.allowMessage() {
+				c.sendError("", wire.CodeBadRequest, "binary frames are not supported; send JSON text frames", 0)
+			}
 			continue
 		}
 		c.handle(data)
@@ -172,31 +174,12 @@ func (c *conn) drainReads() {
 	}
 }
 
+// noteReadError records why the read loop ended unless the server already
+// decided (the first reason wins): a frame over the read limit (which
+// coder/websocket answers with 1009 itself), else the client went away.
 func (c *conn) noteReadError(err error) {
-	if c.closeWhy.Load() != nil {
-		return
-	}
-	why := "error"
-	switch websocket.CloseStatus(err) {
-	case websocket.StatusMessageTooBig:
-		why = "too_big"
-	case websocket.StatusNormalClosure, websocket.StatusGoingAway, websocket.StatusNoStatusRcvd:
-		why = "client"
-	case -1:
-		if errors.Is(err, context.Canceled) {
-			why = "drain"
-		} else {
-			// EOF or reset without a close frame: the client went away.
-			why = "client"
-		}
-	default:
-		why = "client"
-	}
-	// A frame over the read limit makes coder/websocket close 1009 itself.
-	var ce websocket.CloseError
-	if errors.As(err, &ce) && ce.Code == websocket.StatusMessageTooBig {
-		why = "too_big"
-	} else if isReadLimitErr(err) {
+	why := "client" // its close frame, EOF or a reset
+	if websocket.CloseStatus(err) == websocket.StatusMessageTooBig || isReadLimitErr(err) {
 		why = "too_big"
 	}
 	c.setWhy(why)
