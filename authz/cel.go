@@ -16,6 +16,8 @@ import (
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/interpreter"
+
+	"github.com/firegate/firegate/wire"
 )
 
 // CostLimit bounds the CEL runtime cost of one evaluation of an allow or
@@ -114,21 +116,7 @@ func (a attrRef) hasPrefix(p attrRef) bool {
 	return true
 }
 
-func isCELIdent(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
+func isCELIdent(s string) bool { return wire.IsIdentifier(s) }
 
 // celProgram is one compiled allow or filter expression. Immutable.
 type celProgram struct {

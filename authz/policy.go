@@ -546,72 +546,9 @@ func scopeNoun(scope string) string {
 // returns it with unnecessary quotes removed, so that "`org_id`" and
 // "org_id" compare equal. It mirrors subscriptions' normalizer.
 func canonicalFilterField(s string) (string, error) {
-	if s == "" {
-		return "", errors.New("empty field path")
+	segs, err := wire.ParseFieldPath(s)
+	if err != nil {
+		return "", fmt.Errorf("field path %q: %w", s, err)
 	}
-	var segs []string
-	for i := 0; i < len(s); {
-		var seg strings.Builder
-		if s[i] == '`' {
-			i++
-			closed := false
-			for i < len(s) {
-				c := s[i]
-				if c == '\\' && i+1 < len(s) {
-					seg.WriteByte(s[i+1])
-					i += 2
-					continue
-				}
-				i++
-				if c == '`' {
-					closed = true
-					break
-				}
-				seg.WriteByte(c)
-			}
-			if !closed {
-				return "", fmt.Errorf("field path %q: unterminated backquote", s)
-			}
-			if i < len(s) && s[i] != '.' {
-				return "", fmt.Errorf("field path %q: a backquoted segment must be followed by . or the end", s)
-			}
-		} else {
-			for i < len(s) && s[i] != '.' {
-				if s[i] == '`' {
-					return "", fmt.Errorf("field path %q: backquote inside an unquoted segment", s)
-				}
-				seg.WriteByte(s[i])
-				i++
-			}
-		}
-		if seg.Len() == 0 {
-			return "", fmt.Errorf("field path %q has an empty segment", s)
-		}
-		segs = append(segs, seg.String())
-		if i < len(s) {
-			i++ // the dot
-			if i == len(s) {
-				return "", fmt.Errorf("field path %q has an empty segment", s)
-			}
-		}
-	}
-	var b strings.Builder
-	for i, seg := range segs {
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		if isCELIdent(seg) {
-			b.WriteString(seg)
-			continue
-		}
-		b.WriteByte('`')
-		for j := 0; j < len(seg); j++ {
-			if seg[j] == '`' || seg[j] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(seg[j])
-		}
-		b.WriteByte('`')
-	}
-	return b.String(), nil
+	return wire.JoinFieldPath(segs), nil
 }

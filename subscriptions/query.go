@@ -501,28 +501,11 @@ func CanonicalFieldPath(s string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	for i, seg := range segs {
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		if isPlainFieldName(seg) {
-			b.WriteString(seg)
-			continue
-		}
-		b.WriteByte('`')
-		for j := 0; j < len(seg); j++ {
-			if seg[j] == '`' || seg[j] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(seg[j])
-		}
-		b.WriteByte('`')
-	}
-	if b.Len() > MaxFieldPathBytes {
+	out := wire.JoinFieldPath(segs)
+	if len(out) > MaxFieldPathBytes {
 		return "", queryErrf("field path longer than %d bytes", MaxFieldPathBytes)
 	}
-	return b.String(), nil
+	return out, nil
 }
 
 // FieldPathSegments splits a field path (canonical or not) into its
@@ -543,54 +526,13 @@ func parseFieldPathSegments(s string) ([]string, error) {
 	if !utf8.ValidString(s) {
 		return nil, queryErrf("field path must be valid UTF-8")
 	}
-	var segs []string
-	var seg []byte
-	for i := 0; i < len(s); {
-		seg = seg[:0]
-		if s[i] == '`' {
-			i++
-			closed := false
-			for i < len(s) {
-				c := s[i]
-				if c == '\\' && i+1 < len(s) {
-					seg = append(seg, s[i+1])
-					i += 2
-					continue
-				}
-				i++
-				if c == '`' {
-					closed = true
-					break
-				}
-				seg = append(seg, c)
-			}
-			if !closed {
-				return nil, queryErrf("field path %q: unterminated backquote", truncateFieldPath(s))
-			}
-			if i < len(s) && s[i] != '.' {
-				return nil, queryErrf("field path %q: a backquoted segment must be followed by . or the end", truncateFieldPath(s))
-			}
-		} else {
-			for i < len(s) && s[i] != '.' {
-				if s[i] == '`' {
-					return nil, queryErrf("field path %q: backquote inside an unquoted segment", truncateFieldPath(s))
-				}
-				seg = append(seg, s[i])
-				i++
-			}
-		}
-		if len(seg) == 0 {
-			return nil, queryErrf("field path %q has an empty segment", truncateFieldPath(s))
-		}
-		if !utf8.Valid(seg) {
+	segs, err := wire.ParseFieldPath(s)
+	if err != nil {
+		return nil, queryErrf("field path %q: %v", truncateFieldPath(s), err)
+	}
+	for _, seg := range segs {
+		if !utf8.ValidString(seg) {
 			return nil, queryErrf("field path must be valid UTF-8")
-		}
-		segs = append(segs, string(seg))
-		if i < len(s) {
-			i++ // the dot
-			if i == len(s) {
-				return nil, queryErrf("field path %q has an empty segment", truncateFieldPath(s))
-			}
 		}
 	}
 	if strings.HasPrefix(segs[0], "__") {
@@ -614,20 +556,4 @@ func truncateFieldPath(s string) string {
 		n--
 	}
 	return s[:n] + "…"
-}
-
-func isPlainFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
