@@ -121,16 +121,7 @@ func (s *Server) newConn(ws *websocket.Conn, tr transport, ip string, start time
 // carried ("" to wait for an `auth` message).
 func (c *conn) serve(token string) {
 	s := c.s
-	s.m.ConnectionsActive.Inc()
-	s.track(c, true)
-	defer func() {
-		c.cancel()
-		c.q.kill()
-		c.writers.Wait()
-		c.cleanup()
-		s.track(c, false)
-		s.m.ConnectionsActive.Dec()
-	}()
+	defer c.open()()
 
 	c.ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	if token != "" {
@@ -161,6 +152,22 @@ func (c *conn) serve(token string) {
 			continue
 		}
 		c.handle(data)
+	}
+}
+
+// open registers the connection and returns what ends it: stop the writer,
+// detach every subscription, unregister, count.
+func (c *conn) open() (end func()) {
+	s := c.s
+	s.m.ConnectionsActive.Inc()
+	s.track(c, true)
+	return func() {
+		c.cancel()
+		c.q.kill()
+		c.writers.Wait()
+		c.cleanup()
+		s.track(c, false)
+		s.m.ConnectionsActive.Dec()
 	}
 }
 

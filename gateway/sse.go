@@ -138,17 +138,7 @@ func sseRequest(r *http.Request) (wire.ClientMessage, error) {
 
 // serveSSE runs an SSE connection: one subscription, no client messages.
 func (c *conn) serveSSE(p *authz.Principal, m wire.ClientMessage) {
-	s := c.s
-	s.m.ConnectionsActive.Inc()
-	s.track(c, true)
-	defer func() {
-		c.cancel()
-		c.q.kill()
-		c.writers.Wait()
-		c.cleanup()
-		s.track(c, false)
-		s.m.ConnectionsActive.Dec()
-	}()
+	defer c.open()()
 	if c.acceptFirst(p) {
 		c.subscribe(m)
 	}
