@@ -77,6 +77,11 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// opMu serializes what changes subscriptions: subscribe, unsubscribe
+	// and re-checks (which may come from the read loop, a policy reload or
+	// a webhook at once). Lock order: opMu, then Feed locks, then the queue
+	// mutex; mu is a leaf.
+	opMu      sync.Mutex
 	mu        sync.Mutex
 	subs      map[string]*subscription
 	principal atomic.Pointer[authz.Principal]
@@ -209,6 +214,8 @@ func (c *conn) closeWith(code int, reason, why string, immediate bool) {
 
 func (c *conn) cleanup() {
 	s := c.s
+	c.opMu.Lock() // no re-check may move a subscription of a closing connection
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	c.closedTimers = true
 	for _, t := range []Timer{c.authTimer, c.warnTimer, c.expireTimer} {
@@ -411,6 +418,8 @@ func (c *conn) armExpiry(p *authz.Principal) {
 // that changed) moves to its new Feed with a fresh `subscribed` and
 // snapshot.
 func (c *conn) recheck(old, p *authz.Principal) {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	subs := make([]*subscription, 0, len(c.subs))
 	for _, sub := range c.subs {
@@ -419,6 +428,9 @@ func (c *conn) recheck(old, p *authz.Principal) {
 	c.mu.Unlock()
 	pol := c.s.policy.Load()
 	for _, sub := range subs {
+		if sub.closed.Load() {
+			continue
+		}
 		if old != nil && old.OrgID != p.OrgID && sub.scope == "org" {
 			c.endWith(sub, wire.ReasonOrgChanged, "the active organization changed; subscribe again")
 			continue
@@ -486,6 +498,8 @@ func (c *conn) plan(pol *authz.Policy, p *authz.Principal, m wire.ClientMessage)
 
 func (c *conn) subscribe(m wire.ClientMessage) {
 	s := c.s
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	_, dup := c.subs[m.ID]
 	n := len(c.subs)
@@ -545,6 +559,8 @@ func (c *conn) subscribe(m wire.ClientMessage) {
 }
 
 func (c *conn) unsubscribe(id string) {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	sub := c.subs[id]
 	if sub != nil {

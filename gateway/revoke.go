@@ -67,6 +67,7 @@ func (c *conn) replacePrincipal(old, p *authz.Principal, reason string) {
 	}
 	c.mu.Unlock()
 	if reason != "" {
+		c.opMu.Lock()
 		c.mu.Lock()
 		var ended []*subscription
 		for _, sub := range c.subs {
@@ -78,6 +79,7 @@ func (c *conn) replacePrincipal(old, p *authz.Principal, reason string) {
 		for _, sub := range ended {
 			c.endWith(sub, reason, "organization membership ended")
 		}
+		c.opMu.Unlock()
 	}
 	c.recheck(nil, p)
 	c.armExpiry(p)
