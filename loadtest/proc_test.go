@@ -1,0 +1,64 @@
+package loadtest
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseProcStat(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"plain", "123 (firegate) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0", 3 * time.Second, true},
+		{"spaces and parens in comm", "123 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 1 2 0 0", 30 * time.Millisecond, true},
+		{"no comm", "123 firegate S 1", 0, false},
+		{"too few fields", "123 (x) S 1 2 3", 0, false},
+		{"bad number", "123 (x) S 1 2 3 4 5 6 7 8 9 10 zz 50 0", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseProcStat([]byte(tc.in))
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("parseProcStat = %v, %v; want %v, ok=%v", got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestProcOfSelf(t *testing.T) {
+	busy := time.Now()
+	for time.Since(busy) < 30*time.Millisecond {
+	}
+	cpu, err := ProcCPU(os.Getpid())
+	if err != nil || cpu <= 0 {
+		t.Fatalf("ProcCPU(self) = %v, %v", cpu, err)
+	}
+	rss, err := ProcRSS(os.Getpid())
+	if err != nil || rss < 1<<20 {
+		t.Fatalf("ProcRSS(self) = %v, %v", rss, err)
+	}
+	if _, err := ProcCPU(-1); err == nil {
+		t.Fatal("ProcCPU(-1) succeeded")
+	}
+	if _, err := ProcRSS(-1); err == nil {
+		t.Fatal("ProcRSS(-1) succeeded")
+	}
+	if SelfCPU() <= 0 {
+		t.Fatal("SelfCPU is zero")
+	}
+}
+
+func TestRaiseNoFileAndMachine(t *testing.T) {
+	n, err := RaiseNoFile()
+	if err != nil || n == 0 {
+		t.Fatalf("RaiseNoFile = %d, %v", n, err)
+	}
+	m := DescribeMachine()
+	if m.NumCPU < 1 || m.MemTotal <= 0 || m.GoVersion == "" || m.NoFile != n {
+		t.Fatalf("machine = %+v (nofile want %d)", m, n)
+	}
+}
