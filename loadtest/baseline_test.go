@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -55,7 +54,7 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 		t.Run(map[bool]string{false: "unbatched", true: "batched"}[batched], func(t *testing.T) {
 			b, in := serveTestBroadcaster(t, batched)
 			spec := baselineSpec(in, 12, 3)
-			p, err := StartPool(context.Background(), spec, nil)
+			p, err := StartPool(context.Background(), spec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +92,7 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 
 func TestBroadcasterFloodKeepsQueuesBounded(t *testing.T) {
 	b, in := serveTestBroadcaster(t, true)
-	p, err := StartPool(context.Background(), baselineSpec(in, 4, 1), nil)
+	p, err := StartPool(context.Background(), baselineSpec(in, 4, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +176,6 @@ func TestCorkConnBatchesWrites(t *testing.T) {
 	_ = a.Close()
 	for range got {
 	}
-	_ = io.EOF
 }
 
 func TestWorkersRunShares(t *testing.T) {

@@ -130,8 +130,8 @@ type PoolStatus struct {
 	Bytes      int64 `json:"bytes"`       // frame bytes received
 
 	PerTarget      []TargetCount `json:"per_target"`
-	FeedReady      []int64       `json:"feed_ready"`
-	FeedDeliveries []int64       `json:"feed_deliveries"`
+	FeedReady      []int64       `json:"feed_ready"`      // ready connections per Feed, slow ones included
+	FeedDeliveries []int64       `json:"feed_deliveries"` // deliveries per Feed
 	CloseCodes     map[int]int64 `json:"close_codes,omitempty"`
 	Latency        Sparse        `json:"latency"` // commit (or publish) → receipt, reading connections
 	Connect        Sparse        `json:"connect"` // dial → ready
@@ -228,9 +228,13 @@ type Pool struct {
 	open                                  map[*websocket.Conn]struct{}
 }
 
-// StartPool validates spec and starts its connections in the background.
-// d may be nil (the pool makes its own dialer).
-func StartPool(ctx context.Context, spec PoolSpec, d *dialer) (*Pool, error) {
+// StartPool validates spec and starts its connections in the background,
+// from spec.SourceAddrs loopback source addresses. Stop ends them.
+func StartPool(ctx context.Context, spec PoolSpec) (*Pool, error) { return startPool(ctx, spec, nil) }
+
+// startPool is StartPool with a shared dialer (nil: the pool makes and
+// closes its own).
+func startPool(ctx context.Context, spec PoolSpec, d *dialer) (*Pool, error) {
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("invalid pool: %w", err)
 	}

@@ -37,7 +37,6 @@ type RunResult struct {
 	Failed     int64           `json:"failed,omitempty"`
 	Dropped    int64           `json:"dropped,omitempty"`
 	Slow       int64           `json:"slow,omitempty"`
-	Pool       *PoolStatus     `json:"-"`
 	Latency    *LatencySummary `json:"latency,omitempty"` // commit → receipt (fanout, slow); handshake (churn, authstorm)
 	Connect    *LatencySummary `json:"connect,omitempty"` // dial → subscribed with snapshot
 	Deliveries int64           `json:"deliveries,omitempty"`

@@ -280,7 +280,7 @@ func (r *runner) poolTargets(ctx context.Context, insts []*Instance, total, feed
 // ConnsPerProcess, in worker processes.
 func (r *runner) startPools(ctx context.Context, spec PoolSpec) (poolRunner, error) {
 	if spec.Count <= r.cfg.ConnsPerProcess {
-		return StartPool(ctx, spec, r.d)
+		return startPool(ctx, spec, r.d)
 	}
 	return startWorkers(ctx, spec, r.cfg.ConnsPerProcess, r.cfg.GatewayLog)
 }
@@ -297,8 +297,8 @@ func expectedFeeds(total, targets, feeds int) []int {
 }
 
 // waitReady polls the pool until every connection is ready or failed, or
-// timeout passes, printing progress.
-func (r *runner) waitReady(ctx context.Context, p poolRunner, smp *sampler, timeout time.Duration) PoolStatus {
+// timeout passes (the sampler prints progress meanwhile).
+func (r *runner) waitReady(ctx context.Context, p poolRunner, timeout time.Duration) PoolStatus {
 	deadline := time.Now().Add(timeout)
 	for {
 		st := p.Status()

@@ -66,7 +66,7 @@ func (r *runner) hold(ctx context.Context, kind string) error {
 		return err
 	}
 	smp.setPool(p)
-	st := r.waitReady(ctx, p, smp, readyTimeout(cfg.Conns))
+	st := r.waitReady(ctx, p, readyTimeout(cfg.Conns))
 	sleepCtx(ctx, cfg.Duration)
 	after := snapAll(ctx, insts, true)
 	st = p.Status()
@@ -174,7 +174,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 		return err
 	}
 	smp.setPool(p)
-	st := r.waitReady(ctx, p, smp, readyTimeout(cfg.Subscribers))
+	st := r.waitReady(ctx, p, readyTimeout(cfg.Subscribers))
 	sleepCtx(ctx, 500*time.Millisecond)
 
 	counts := populationCounts(spec)
@@ -186,7 +186,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	}
 	c0 := snapAll(ctx, insts, false)
 	emu0, _ := r.emuCPU()
-	self0 := SelfCPU()
+	self0 := loadCPU(p)
 	t0 := time.Now()
 	waitProfile := r.profile(ctx, insts, scenario+"-"+kind, cfg.Duration)
 	// published[t][f]: broadcasts (or commits) that reach Feed f's
@@ -266,7 +266,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	}
 	c1 := snapAll(ctx, insts, false)
 	emu1, emuOK := r.emuCPU()
-	self1 := SelfCPU()
+	self1 := loadCPU(p)
 	waitProfile()
 	smp.stop(ctx)
 	final := p.Stop()
@@ -286,8 +286,10 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	var serverCPU float64
 	for i, in := range insts {
 		ir := InstanceResult{Name: in.Name, PID: in.PID, ExpectedFeeds: exp[i]}
-		if i < len(final.PerTarget) {
+		if i < len(st.PerTarget) {
 			ir.Conns = st.PerTarget[i].Ready
+		}
+		if i < len(final.PerTarget) {
 			ir.Deliveries = final.PerTarget[i].Deliveries
 		}
 		ir.CPUS = round3((c1[i].cpu - c0[i].cpu).Seconds())
@@ -341,6 +343,16 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	}
 	checkListeners(res, exp)
 	return nil
+}
+
+// loadCPU is the load generator's CPU time: this process and its
+// worker processes.
+func loadCPU(p poolRunner) time.Duration {
+	d := SelfCPU()
+	if ws, ok := p.(*workerSet); ok {
+		d += ws.CPU()
+	}
+	return d
 }
 
 // populationCounts counts, per target and Feed, the reading (not slow)

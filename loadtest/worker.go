@@ -61,7 +61,7 @@ func runPoolChild(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := json.Unmarshal(line, &spec); err != nil {
 		return fmt.Errorf("failed to decode the pool spec: %w", err)
 	}
-	p, err := StartPool(ctx, spec, nil)
+	p, err := StartPool(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -230,6 +230,17 @@ func (w *workerSet) Delivered() int64 {
 		n += st.Deliveries + st.Skipped
 	}
 	return n
+}
+
+// CPU is the CPU time the worker processes have used so far.
+func (w *workerSet) CPU() time.Duration {
+	var d time.Duration
+	for _, rp := range w.pools {
+		if c, err := ProcCPU(rp.cmd.Process.Pid); err == nil {
+			d += c
+		}
+	}
+	return d
 }
 
 // Stop stops every worker and merges their final statuses.
