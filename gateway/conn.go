@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -593,21 +594,45 @@ func (c *conn) sendError(id, code, msg string, retry time.Duration) {
 	c.sendCtrl(wire.TypeError, e)
 }
 
+// writerLinger is how long an idle writer waits for more work before it
+// exits: a connection that receives changes every few seconds keeps one
+// writer, an idle one keeps none.
+const writerLinger = 3 * time.Second
+
 // writeLoop is the only goroutine that writes to the socket. It runs
-// only while the queue has work: it exits when take finds nothing, and the
-// next push starts a new one.
+// only while the queue has work (plus writerLinger): then it parks, and
+// the next push starts a new one.
 func (c *conn) writeLoop() {
 	defer c.writers.Done()
 	s := c.s
+	var idle *time.Timer
 	for {
 		batch, cr, catchUp, ok := c.q.take()
 		if !ok {
-			return
+			if idle == nil {
+				idle = time.NewTimer(writerLinger)
+			} else {
+				idle.Reset(writerLinger)
+			}
+			select {
+			case <-c.q.wake:
+				idle.Stop()
+				continue
+			case <-idle.C:
+			case <-c.ctx.Done():
+				idle.Stop()
+			}
+			if c.q.park() {
+				return
+			}
+			continue
 		}
 		if err := c.writeBatch(batch); err != nil {
 			c.q.release(batch)
 			if c.ctx.Err() == nil {
-				if errors.Is(err, context.DeadlineExceeded) {
+				// A write that cannot finish within SlowConsumerTimeout: the
+				// context's deadline, or the socket's (batched writes).
+				if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 					s.m.QueueOverflows["disconnect"].Inc()
 					c.setWhy("slow_consumer")
 				} else {

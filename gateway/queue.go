@@ -72,20 +72,46 @@ type sendQueue struct {
 	// spawn starts a writer goroutine; it is called with mu held (so that
 	// its WaitGroup.Add happens before kill) and must not block.
 	spawn func()
+	// wake tells a lingering writer that work arrived (capacity 1).
+	wake chan struct{}
 	// onOverflow is called (without mu) with the action taken.
 	onOverflow func(action string)
 }
 
 func newSendQueue(maxItems, maxBytes int, onOverflow func(string)) *sendQueue {
-	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, onOverflow: onOverflow, spawn: func() {}}
+	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, onOverflow: onOverflow, spawn: func() {}, wake: make(chan struct{}, 1)}
 }
 
-// wakeLocked starts the writer unless one runs.
+// wakeLocked starts the writer unless one runs, and nudges it if it
+// lingers.
 func (q *sendQueue) wakeLocked() {
-	if !q.running && !q.dead {
+	if q.dead {
+		return
+	}
+	if !q.running {
 		q.running = true
 		q.spawn()
+		return
 	}
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// park stops the writer if there is still nothing to do, and reports
+// whether it must exit.
+func (q *sendQueue) park() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) > 0 || q.closeReq != nil || len(q.lagging) > 0 {
+		return false
+	}
+	q.running = false
+	if cap(q.items) > 64 {
+		q.items, q.spare = nil, nil // do not pin a burst's slices on an idle connection
+	}
+	return true
 }
 
 // kill forbids new writers; after it returns the caller may wait for the
@@ -224,16 +250,11 @@ func (q *sendQueue) requestClose(r closeRequest) {
 // take hands the writer everything queued (the returned slice is the
 // writer's until the next take), the close request if any, and, when the
 // queue is empty, the subscriptions to catch up. When there is nothing at
-// all it marks the writer stopped and reports ok=false: the writer must
-// then exit (the next push starts a new one).
+// all it reports ok=false: the writer then lingers for more work and parks.
 func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscription, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 && q.closeReq == nil && len(q.lagging) == 0 {
-		q.running = false
-		if cap(q.items) > 64 {
-			q.items, q.spare = nil, nil // do not pin a burst's slices on an idle connection
-		}
 		return nil, nil, nil, false
 	}
 	batch = q.items
