@@ -125,13 +125,20 @@ func (s *Server) newConn(ws *websocket.Conn, tr transport, ip string, start time
 
 // serve runs the connection until it ends. token is what the handshake
 // carried ("" to wait for an `auth` message).
+//
+// The caller has called open (so drain sees the connection at once) and
+// runs serve on a fresh goroutine after the HTTP handler returned: the
+// upgrade request is not kept alive, and the read loop's stack stays
+// small because everything deep (token verification, policy, JSON) runs
+// in offStack.
 func (c *conn) serve(token string) {
 	s := c.s
-	defer c.open()()
 
 	c.ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	if token != "" {
-		if !c.authenticate(token, true) {
+		var ok bool
+		offStack(func() { ok = c.authenticate(token, true) })
+		if !ok {
 			c.drainReads()
 			return
 		}
@@ -157,8 +164,21 @@ func (c *conn) serve(token string) {
 			}
 			continue
 		}
-		c.handle(data)
+		offStack(func() { c.handle(data) })
 	}
+}
+
+// offStack runs f on a short-lived goroutine and waits for it, so the
+// stack growth of deep work (RSA, JSON, CEL) dies with that goroutine
+// instead of staying with the long-lived read loop of every idle
+// connection.
+func offStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 // open registers the connection and returns what ends it: stop the writer,

@@ -370,7 +370,11 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := s.newConn(ws, wsTransport{ws: ws, bc: bw.bc}, ip, start)
-	c.serve(token)
+	end := c.open()
+	go func() {
+		defer end()
+		c.serve(token)
+	}()
 }
 
 // Serve serves the main and admin listeners until ctx is cancelled, then
