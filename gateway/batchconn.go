@@ -23,6 +23,7 @@ type batchConn struct {
 	net.Conn
 	mu       sync.Mutex
 	batching bool
+	deadline bool // a write deadline is set for the batch
 	buf      *[]byte
 }
 
@@ -41,8 +42,14 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	return b.Conn.Write(p)
 }
 
-func (b *batchConn) begin() {
+// begin starts gathering; everything up to end must reach the socket by
+// deadline (zero: none).
+func (b *batchConn) begin(deadline time.Time) {
 	b.mu.Lock()
+	if !deadline.IsZero() {
+		_ = b.Conn.SetWriteDeadline(deadline)
+		b.deadline = true
+	}
 	b.batching = true
 	if b.buf == nil {
 		b.buf = batchBufs.Get().(*[]byte)
@@ -50,21 +57,22 @@ func (b *batchConn) begin() {
 	b.mu.Unlock()
 }
 
-// end writes what the batch gathered, within deadline (zero: none), and
-// returns the buffer to the pool.
-func (b *batchConn) end(deadline time.Time) error {
+// end writes what the batch gathered, clears the deadline and returns the
+// buffer to the pool.
+func (b *batchConn) end() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.batching = false
-	if b.buf == nil {
-		return nil
+	var err error
+	if b.buf != nil {
+		err = b.flushLocked()
 	}
-	if !deadline.IsZero() {
-		_ = b.Conn.SetWriteDeadline(deadline)
-	}
-	err := b.flushLocked()
-	if !deadline.IsZero() {
+	if b.deadline {
 		_ = b.Conn.SetWriteDeadline(time.Time{})
+		b.deadline = false
+	}
+	if b.buf == nil {
+		return err
 	}
 	if cap(*b.buf) <= maxBatchBytes*2 {
 		*b.buf = (*b.buf)[:0]

@@ -26,25 +26,25 @@ func TestBatchConnGathersFramesIntoOneWrite(t *testing.T) {
 	cc := &countingConn{}
 	b := &batchConn{Conn: cc}
 	b.Write([]byte("direct"))
-	b.begin()
+	b.begin(time.Now().Add(time.Second))
 	for _, f := range []string{"a", "b", "c"} {
 		b.Write([]byte(f))
 	}
 	if len(cc.writes) != 1 {
 		t.Fatalf("wrote during the batch: %q", cc.writes)
 	}
-	if err := b.end(time.Now().Add(time.Second)); err != nil {
+	if err := b.end(); err != nil {
 		t.Fatal(err)
 	}
 	if len(cc.writes) != 2 || cc.writes[1] != "abc" {
 		t.Fatalf("writes %q", cc.writes)
 	}
 	// Past the batch bound the gathered bytes go out first, in order.
-	b.begin()
+	b.begin(time.Now().Add(time.Second))
 	b.Write([]byte("x"))
 	big := strings.Repeat("y", maxBatchBytes)
 	b.Write([]byte(big))
-	b.end(time.Time{})
+	b.end()
 	if len(cc.writes) != 4 || cc.writes[2] != "x" || cc.writes[3] != big {
 		t.Fatalf("%d writes", len(cc.writes))
 	}

@@ -696,9 +696,8 @@ func (c *conn) writeBatch(batch []entry) error {
 		return nil
 	}
 	s := c.s
-	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.SlowConsumerTimeout)
-	defer cancel()
-	c.tr.begin()
+	ctx := c.ctx
+	c.tr.begin(time.Now().Add(s.cfg.SlowConsumerTimeout)) // a socket deadline: real time
 	bp := frameBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 {
@@ -738,5 +737,5 @@ func (c *conn) writeBatch(batch []entry) error {
 			}
 		}
 	}
-	return c.tr.flush(ctx)
+	return c.tr.flush()
 }

@@ -156,10 +156,7 @@ type sseTransport struct {
 	epochs map[*subscription]string
 }
 
-func (t *sseTransport) write(ctx context.Context, e *entry, b []byte) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = t.rc.SetWriteDeadline(dl)
-	}
+func (t *sseTransport) write(_ context.Context, e *entry, b []byte) error {
 	t.buf = t.buf[:0]
 	if e.msg != nil {
 		switch e.msg.Frame.Type {
@@ -187,9 +184,13 @@ func (t *sseTransport) write(ctx context.Context, e *entry, b []byte) error {
 	return err
 }
 
-func (t *sseTransport) begin() {}
+func (t *sseTransport) begin(deadline time.Time) { _ = t.rc.SetWriteDeadline(deadline) }
 
-func (t *sseTransport) flush(context.Context) error { return t.rc.Flush() }
+func (t *sseTransport) flush() error {
+	err := t.rc.Flush()
+	_ = t.rc.SetWriteDeadline(time.Time{})
+	return err
+}
 
 func (t *sseTransport) close(code int, reason string) {
 	b, _ := json.Marshal(map[string]any{"code": code, "reason": reason})

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -12,36 +13,27 @@ import (
 type transport interface {
 	// write sends one message; e says what it is (for SSE event ids).
 	write(ctx context.Context, e *entry, b []byte) error
-	// begin starts a batch of writes; flush pushes the batch out, within
-	// ctx's deadline.
-	begin()
-	flush(ctx context.Context) error
+	// begin starts a batch of writes that must reach the socket by
+	// deadline; flush pushes the batch out and clears the deadline.
+	begin(deadline time.Time)
+	flush() error
 	// close ends the connection with a close code and reason.
 	close(code int, reason string)
 	closeNow()
 }
 
+// wsTransport writes WebSocket frames through coder/websocket into a
+// batchConn, so one writer pass is one socket write.
 type wsTransport struct {
 	ws *websocket.Conn
-	bc *batchConn // nil: unbatched
+	bc *batchConn
 }
 
 func (t wsTransport) write(ctx context.Context, _ *entry, b []byte) error {
 	return t.ws.Write(ctx, websocket.MessageText, b)
 }
-func (t wsTransport) begin() {
-	if t.bc != nil {
-		t.bc.begin()
-	}
-}
-
-func (t wsTransport) flush(ctx context.Context) error {
-	if t.bc == nil {
-		return nil
-	}
-	dl, _ := ctx.Deadline()
-	return t.bc.end(dl)
-}
+func (t wsTransport) begin(deadline time.Time) { t.bc.begin(deadline) }
+func (t wsTransport) flush() error             { return t.bc.end() }
 func (t wsTransport) close(code int, reason string) {
 	_ = t.ws.Close(websocket.StatusCode(code), reason)
 }
