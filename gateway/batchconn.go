@@ -23,7 +23,7 @@ type batchConn struct {
 	net.Conn
 	mu       sync.Mutex
 	batching bool
-	deadline bool // a write deadline is set for the batch
+	deadline time.Time // the socket's write deadline; zero: none
 	buf      *[]byte
 }
 
@@ -42,13 +42,15 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	return b.Conn.Write(p)
 }
 
-// begin starts gathering; everything up to end must reach the socket by
-// deadline (zero: none).
-func (b *batchConn) begin(deadline time.Time) {
+// begin starts gathering; what it gathers must reach the socket within
+// timeout. The socket deadline is moved only when less than half of
+// timeout is left (not on every pass), and cleared by clearDeadline when
+// the writer parks.
+func (b *batchConn) begin(timeout time.Duration) {
 	b.mu.Lock()
-	if !deadline.IsZero() {
-		_ = b.Conn.SetWriteDeadline(deadline)
-		b.deadline = true
+	if now := time.Now(); b.deadline.IsZero() || b.deadline.Sub(now) < timeout/2 {
+		b.deadline = now.Add(timeout)
+		_ = b.Conn.SetWriteDeadline(b.deadline)
 	}
 	b.batching = true
 	if b.buf == nil {
@@ -57,29 +59,32 @@ func (b *batchConn) begin(deadline time.Time) {
 	b.mu.Unlock()
 }
 
-// end writes what the batch gathered, clears the deadline and returns the
-// buffer to the pool.
+// end writes what the batch gathered and returns the buffer to the pool.
 func (b *batchConn) end() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.batching = false
-	var err error
-	if b.buf != nil {
-		err = b.flushLocked()
-	}
-	if b.deadline {
-		_ = b.Conn.SetWriteDeadline(time.Time{})
-		b.deadline = false
-	}
 	if b.buf == nil {
-		return err
+		return nil
 	}
+	err := b.flushLocked()
 	if cap(*b.buf) <= maxBatchBytes*2 {
 		*b.buf = (*b.buf)[:0]
 		batchBufs.Put(b.buf)
 	}
 	b.buf = nil
 	return err
+}
+
+// clearDeadline removes the socket write deadline (the writer parks; the
+// library's own control writes, such as pongs, must not inherit it).
+func (b *batchConn) clearDeadline() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.deadline.IsZero() {
+		_ = b.Conn.SetWriteDeadline(time.Time{})
+		b.deadline = time.Time{}
+	}
 }
 
 func (b *batchConn) flushLocked() error {

@@ -26,7 +26,7 @@ func TestBatchConnGathersFramesIntoOneWrite(t *testing.T) {
 	cc := &countingConn{}
 	b := &batchConn{Conn: cc}
 	b.Write([]byte("direct"))
-	b.begin(time.Now().Add(time.Second))
+	b.begin(time.Second)
 	for _, f := range []string{"a", "b", "c"} {
 		b.Write([]byte(f))
 	}
@@ -40,7 +40,7 @@ func TestBatchConnGathersFramesIntoOneWrite(t *testing.T) {
 		t.Fatalf("writes %q", cc.writes)
 	}
 	// Past the batch bound the gathered bytes go out first, in order.
-	b.begin(time.Now().Add(time.Second))
+	b.begin(time.Second)
 	b.Write([]byte("x"))
 	big := strings.Repeat("y", maxBatchBytes)
 	b.Write([]byte(big))
@@ -50,5 +50,12 @@ func TestBatchConnGathersFramesIntoOneWrite(t *testing.T) {
 	}
 	if b.buf != nil {
 		t.Fatal("idle connection keeps a batch buffer")
+	}
+	if b.deadline.IsZero() {
+		t.Fatal("no write deadline during a batch")
+	}
+	b.clearDeadline()
+	if !b.deadline.IsZero() {
+		t.Fatal("deadline outlives the writer")
 	}
 }

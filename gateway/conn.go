@@ -642,6 +642,9 @@ func (c *conn) writeLoop() {
 			case <-c.ctx.Done():
 				idle.Stop()
 			}
+			// Clear the socket deadline before parking: once parked, a new
+			// writer may start and set its own.
+			c.tr.idle()
 			if c.q.park() {
 				return
 			}
@@ -697,7 +700,7 @@ func (c *conn) writeBatch(batch []entry) error {
 	}
 	s := c.s
 	ctx := c.ctx
-	c.tr.begin(time.Now().Add(s.cfg.SlowConsumerTimeout)) // a socket deadline: real time
+	c.tr.begin(s.cfg.SlowConsumerTimeout)
 	bp := frameBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 {

@@ -184,7 +184,11 @@ func (t *sseTransport) write(_ context.Context, e *entry, b []byte) error {
 	return err
 }
 
-func (t *sseTransport) begin(deadline time.Time) { _ = t.rc.SetWriteDeadline(deadline) }
+func (t *sseTransport) begin(timeout time.Duration) {
+	_ = t.rc.SetWriteDeadline(time.Now().Add(timeout))
+}
+
+func (t *sseTransport) idle() {}
 
 func (t *sseTransport) flush() error {
 	err := t.rc.Flush()

@@ -13,10 +13,12 @@ import (
 type transport interface {
 	// write sends one message; e says what it is (for SSE event ids).
 	write(ctx context.Context, e *entry, b []byte) error
-	// begin starts a batch of writes that must reach the socket by
-	// deadline; flush pushes the batch out and clears the deadline.
-	begin(deadline time.Time)
+	// begin starts a batch of writes that must reach the socket within
+	// timeout; flush pushes the batch out; idle says the writer parks (no
+	// deadline may outlive it).
+	begin(timeout time.Duration)
 	flush() error
+	idle()
 	// close ends the connection with a close code and reason.
 	close(code int, reason string)
 	closeNow()
@@ -29,11 +31,16 @@ type wsTransport struct {
 	bc *batchConn
 }
 
-func (t wsTransport) write(ctx context.Context, _ *entry, b []byte) error {
-	return t.ws.Write(ctx, websocket.MessageText, b)
+// write hands one frame to coder/websocket, which writes it into the
+// batch buffer: it never blocks on the network (the flush does, under the
+// socket deadline), so it needs no cancellable context — and a context
+// with a Done channel would cost a context.AfterFunc per frame.
+func (t wsTransport) write(_ context.Context, _ *entry, b []byte) error {
+	return t.ws.Write(context.Background(), websocket.MessageText, b)
 }
-func (t wsTransport) begin(deadline time.Time) { t.bc.begin(deadline) }
-func (t wsTransport) flush() error             { return t.bc.end() }
+func (t wsTransport) begin(timeout time.Duration) { t.bc.begin(timeout) }
+func (t wsTransport) flush() error                { return t.bc.end() }
+func (t wsTransport) idle()                       { t.bc.clearDeadline() }
 func (t wsTransport) close(code int, reason string) {
 	_ = t.ws.Close(websocket.StatusCode(code), reason)
 }
