@@ -128,3 +128,17 @@ func TestSettingsEnvThenFlags(t *testing.T) {
 		t.Fatalf("bad duration: %v", err)
 	}
 }
+
+// TestREADMEListsEverySetting keeps the README's configuration table and
+// the settings in step.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range EnvNames() {
+		if !strings.Contains(string(readme), "`"+e[0]+"`") {
+			t.Errorf("README.md does not document %s", e[0])
+		}
+	}
+}

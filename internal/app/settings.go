@@ -57,149 +57,61 @@ type Settings struct {
 type setting struct {
 	env, flag, help string
 	set             func(string) error
-	get             func() string
 }
 
+// parsed returns a setter that stores parse(v) in *p.
+func parsed[T any](p *T, parse func(string) (T, error)) func(string) error {
+	return func(v string) error {
+		x, err := parse(v)
+		if err != nil {
+			return err
+		}
+		*p = x
+		return nil
+	}
+}
+
+func parseString(v string) (string, error) { return v, nil }
+func parseList(v string) ([]string, error) { return splitList(v), nil }
+func parseInt64(v string) (int64, error)   { return strconv.ParseInt(v, 10, 64) }
+func parseFloat(v string) (float64, error) { return strconv.ParseFloat(v, 64) }
+
 func (s *Settings) table() []setting {
-	str := func(p *string) (func(string) error, func() string) {
-		return func(v string) error { *p = v; return nil }, func() string { return *p }
+	return []setting{
+		{"FIREGATE_ADDR", "addr", "WebSocket/HTTP listen address (default :8080; 127.0.0.1:8080 in dev)", parsed(&s.Addr, parseString)},
+		{"FIREGATE_ADMIN_ADDR", "admin-addr", "admin listen address for /metrics, /healthz, /readyz, pprof (default :9090; 127.0.0.1:9090 in dev; - disables)", parsed(&s.AdminAddr, parseString)},
+		{"FIREGATE_POLICY", "policy", "policy file (required in serve)", parsed(&s.PolicyFile, parseString)},
+		{"FIREGATE_ALLOWED_ORIGINS", "allowed-origins", "comma list of allowed browser origins; * stands for one DNS label", parsed(&s.AllowedOrigins, parseList)},
+		{"FIREGATE_TRUSTED_PROXIES", "trusted-proxies", "comma list of CIDRs whose X-Forwarded-For is trusted", parsed(&s.TrustedProxies, parsePrefixes)},
+		{"CLERK_SECRET_KEY", "clerk-secret-key", "Clerk secret key: fetch JWKS from Clerk's Backend API", parsed(&s.ClerkSecretKey, parseString)},
+		{"CLERK_JWKS_URL", "clerk-jwks-url", "fetch JWKS from this URL (needs CLERK_ISSUER)", parsed(&s.ClerkJWKSURL, parseString)},
+		{"CLERK_JWT_KEY", "clerk-jwt-key", "PEM public key for networkless verification", parsed(&s.ClerkJWTKey, parseString)},
+		{"CLERK_ISSUER", "clerk-issuer", "expected iss of session tokens", parsed(&s.ClerkIssuer, parseString)},
+		{"CLERK_AUTHORIZED_PARTIES", "clerk-authorized-parties", "allowed azp values (default: the allowed origins)", parsed(&s.AuthorizedParties, parseList)},
+		{"FIREGATE_ALLOW_MISSING_AZP", "allow-missing-azp", "accept tokens without azp (native apps)", parsed(&s.AllowMissingAzp, strconv.ParseBool)},
+		{"CLERK_WEBHOOK_SECRET", "clerk-webhook-secret", "Svix signing secret (whsec_...) enabling /v1/webhooks/clerk", parsed(&s.WebhookSecret, parseString)},
+		{"FIRESTORE_PROJECT_ID", "project", "Firestore project id (required in serve)", parsed(&s.ProjectID, parseString)},
+		{"FIRESTORE_DATABASE", "database", "Firestore database id (default (default))", parsed(&s.Database, parseString)},
+		{"FIRESTORE_EMULATOR_HOST", "emulator-host", "use the Firestore emulator at host:port", parsed(&s.EmulatorHost, parseString)},
+		{"FIREGATE_MAX_MESSAGE_BYTES", "max-message-bytes", "largest inbound frame (default 65536); larger closes 1009", parsed(&s.MaxMessageBytes, parseInt64)},
+		{"FIREGATE_DRAIN_TIMEOUT", "drain-timeout", "window over which connections close on shutdown (default 30s)", parsed(&s.DrainTimeout, time.ParseDuration)},
+		{"FIREGATE_SLOW_CONSUMER_TIMEOUT", "slow-consumer-timeout", "a client that accepts nothing this long is closed 4009 (default 30s)", parsed(&s.SlowConsumerTimeout, time.ParseDuration)},
+		{"FIREGATE_FEED_LINGER", "feed-linger", "how long a Feed outlives its last subscriber (default 30s)", parsed(&s.FeedLinger, time.ParseDuration)},
+		{"FIREGATE_MAX_FEEDS", "max-feeds", "Feeds (Firestore listeners) overall (default 1000)", parsed(&s.MaxFeeds, strconv.Atoi)},
+		{"FIREGATE_MAX_FEEDS_PER_ORG", "max-feeds-per-org", "Feeds per org or user (default 100)", parsed(&s.MaxFeedsPerOrg, strconv.Atoi)},
+		{"FIREGATE_SEND_QUEUE_MESSAGES", "send-queue-messages", "per-connection send queue, messages (default 512)", parsed(&s.SendQueueMessages, strconv.Atoi)},
+		{"FIREGATE_SEND_QUEUE_BYTES", "send-queue-bytes", "per-connection send queue, bytes (default 4194304)", parsed(&s.SendQueueBytes, strconv.Atoi)},
+		{"FIREGATE_HANDSHAKES_PER_IP", "handshakes-per-ip", "handshakes per second per client IP (default 20, burst 2x)", parsed(&s.HandshakesPerIP, parseFloat)},
+		{"FIREGATE_AUTH_FAILURES_PER_IP", "auth-failures-per-ip", "failed authentications per second per IP (default 1, burst 10)", parsed(&s.AuthFailuresPerIP, parseFloat)},
+		{"FIREGATE_CONNECTIONS_PER_USER", "connections-per-user", "concurrent connections per user (default 100)", parsed(&s.ConnectionsPerUser, strconv.Atoi)},
+		{"FIREGATE_MESSAGES_PER_CONN", "messages-per-conn", "client messages per second per connection (default 20, burst 50)", parsed(&s.MessagesPerConn, parseFloat)},
+		{"FIREGATE_SUBSCRIPTIONS_PER_CONN", "subscriptions-per-conn", "live subscriptions per connection (default 100)", parsed(&s.SubsPerConn, strconv.Atoi)},
+		{"FIREGATE_REPLAY_COUNT", "replay-count", "replay buffer entries per Feed for resume (default 1024)", parsed(&s.ReplayCount, strconv.Atoi)},
+		{"FIREGATE_REPLAY_AGE", "replay-age", "replay buffer age per Feed for resume (default 5m)", parsed(&s.ReplayAge, time.ParseDuration)},
+		{"FIREGATE_PPROF", "pprof", "serve /debug/pprof on the admin address", parsed(&s.Pprof, strconv.ParseBool)},
+		{"FIREGATE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)", parsed(&s.LogLevel, parseString)},
+		{"FIREGATE_LOG_FORMAT", "log-format", "json or text (default json)", parsed(&s.LogFormat, parseString)},
 	}
-	list := func(p *[]string) (func(string) error, func() string) {
-		return func(v string) error { *p = splitList(v); return nil }, func() string { return strings.Join(*p, ",") }
-	}
-	dur := func(p *time.Duration) (func(string) error, func() string) {
-		return func(v string) error {
-				d, err := time.ParseDuration(v)
-				if err != nil {
-					return err
-				}
-				*p = d
-				return nil
-			}, func() string {
-				if *p == 0 {
-					return ""
-				}
-				return p.String()
-			}
-	}
-	integer := func(p *int) (func(string) error, func() string) {
-		return func(v string) error {
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					return err
-				}
-				*p = n
-				return nil
-			}, func() string {
-				if *p == 0 {
-					return ""
-				}
-				return strconv.Itoa(*p)
-			}
-	}
-	i64 := func(p *int64) (func(string) error, func() string) {
-		return func(v string) error {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					return err
-				}
-				*p = n
-				return nil
-			}, func() string {
-				if *p == 0 {
-					return ""
-				}
-				return strconv.FormatInt(*p, 10)
-			}
-	}
-	float := func(p *float64) (func(string) error, func() string) {
-		return func(v string) error {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					return err
-				}
-				*p = f
-				return nil
-			}, func() string {
-				if *p == 0 {
-					return ""
-				}
-				return strconv.FormatFloat(*p, 'g', -1, 64)
-			}
-	}
-	boolean := func(p *bool) (func(string) error, func() string) {
-		return func(v string) error {
-				b, err := strconv.ParseBool(v)
-				if err != nil {
-					return err
-				}
-				*p = b
-				return nil
-			}, func() string {
-				if !*p {
-					return ""
-				}
-				return "true"
-			}
-	}
-	prefixes := func(p *[]netip.Prefix) (func(string) error, func() string) {
-		return func(v string) error {
-				out, err := parsePrefixes(v)
-				if err != nil {
-					return err
-				}
-				*p = out
-				return nil
-			}, func() string {
-				var ss []string
-				for _, x := range *p {
-					ss = append(ss, x.String())
-				}
-				return strings.Join(ss, ",")
-			}
-	}
-	mk := func(env, fl, help string, f func(string) error, g func() string) setting {
-		return setting{env: env, flag: fl, help: help, set: f, get: g}
-	}
-	var t []setting
-	add := func(env, fl, help string, fg func() (func(string) error, func() string)) {
-		f, g := fg()
-		t = append(t, mk(env, fl, help, f, g))
-	}
-	add("FIREGATE_ADDR", "addr", "WebSocket/HTTP listen address (default :8080; 127.0.0.1:8080 in dev)", func() (func(string) error, func() string) { return str(&s.Addr) })
-	add("FIREGATE_ADMIN_ADDR", "admin-addr", "admin listen address for /metrics, /healthz, /readyz, pprof (default :9090; 127.0.0.1:9090 in dev; - disables)", func() (func(string) error, func() string) { return str(&s.AdminAddr) })
-	add("FIREGATE_POLICY", "policy", "policy file (required in serve)", func() (func(string) error, func() string) { return str(&s.PolicyFile) })
-	add("FIREGATE_ALLOWED_ORIGINS", "allowed-origins", "comma list of allowed browser origins; * stands for one DNS label", func() (func(string) error, func() string) { return list(&s.AllowedOrigins) })
-	add("FIREGATE_TRUSTED_PROXIES", "trusted-proxies", "comma list of CIDRs whose X-Forwarded-For is trusted", func() (func(string) error, func() string) { return prefixes(&s.TrustedProxies) })
-	add("CLERK_SECRET_KEY", "clerk-secret-key", "Clerk secret key: fetch JWKS from Clerk's Backend API", func() (func(string) error, func() string) { return str(&s.ClerkSecretKey) })
-	add("CLERK_JWKS_URL", "clerk-jwks-url", "fetch JWKS from this URL (needs CLERK_ISSUER)", func() (func(string) error, func() string) { return str(&s.ClerkJWKSURL) })
-	add("CLERK_JWT_KEY", "clerk-jwt-key", "PEM public key for networkless verification", func() (func(string) error, func() string) { return str(&s.ClerkJWTKey) })
-	add("CLERK_ISSUER", "clerk-issuer", "expected iss of session tokens", func() (func(string) error, func() string) { return str(&s.ClerkIssuer) })
-	add("CLERK_AUTHORIZED_PARTIES", "clerk-authorized-parties", "allowed azp values (default: the allowed origins)", func() (func(string) error, func() string) { return list(&s.AuthorizedParties) })
-	add("FIREGATE_ALLOW_MISSING_AZP", "allow-missing-azp", "accept tokens without azp (native apps)", func() (func(string) error, func() string) { return boolean(&s.AllowMissingAzp) })
-	add("CLERK_WEBHOOK_SECRET", "clerk-webhook-secret", "Svix signing secret (whsec_...) enabling /v1/webhooks/clerk", func() (func(string) error, func() string) { return str(&s.WebhookSecret) })
-	add("FIRESTORE_PROJECT_ID", "project", "Firestore project id (required in serve)", func() (func(string) error, func() string) { return str(&s.ProjectID) })
-	add("FIRESTORE_DATABASE", "database", "Firestore database id (default (default))", func() (func(string) error, func() string) { return str(&s.Database) })
-	add("FIRESTORE_EMULATOR_HOST", "emulator-host", "use the Firestore emulator at host:port", func() (func(string) error, func() string) { return str(&s.EmulatorHost) })
-	add("FIREGATE_MAX_MESSAGE_BYTES", "max-message-bytes", "largest inbound frame (default 65536); larger closes 1009", func() (func(string) error, func() string) { return i64(&s.MaxMessageBytes) })
-	add("FIREGATE_DRAIN_TIMEOUT", "drain-timeout", "window over which connections close on shutdown (default 30s)", func() (func(string) error, func() string) { return dur(&s.DrainTimeout) })
-	add("FIREGATE_SLOW_CONSUMER_TIMEOUT", "slow-consumer-timeout", "a client that accepts nothing this long is closed 4009 (default 30s)", func() (func(string) error, func() string) { return dur(&s.SlowConsumerTimeout) })
-	add("FIREGATE_FEED_LINGER", "feed-linger", "how long a Feed outlives its last subscriber (default 30s)", func() (func(string) error, func() string) { return dur(&s.FeedLinger) })
-	add("FIREGATE_MAX_FEEDS", "max-feeds", "Feeds (Firestore listeners) overall (default 1000)", func() (func(string) error, func() string) { return integer(&s.MaxFeeds) })
-	add("FIREGATE_MAX_FEEDS_PER_ORG", "max-feeds-per-org", "Feeds per org or user (default 100)", func() (func(string) error, func() string) { return integer(&s.MaxFeedsPerOrg) })
-	add("FIREGATE_SEND_QUEUE_MESSAGES", "send-queue-messages", "per-connection send queue, messages (default 512)", func() (func(string) error, func() string) { return integer(&s.SendQueueMessages) })
-	add("FIREGATE_SEND_QUEUE_BYTES", "send-queue-bytes", "per-connection send queue, bytes (default 4194304)", func() (func(string) error, func() string) { return integer(&s.SendQueueBytes) })
-	add("FIREGATE_HANDSHAKES_PER_IP", "handshakes-per-ip", "handshakes per second per client IP (default 20, burst 2x)", func() (func(string) error, func() string) { return float(&s.HandshakesPerIP) })
-	add("FIREGATE_AUTH_FAILURES_PER_IP", "auth-failures-per-ip", "failed authentications per second per IP (default 1, burst 10)", func() (func(string) error, func() string) { return float(&s.AuthFailuresPerIP) })
-	add("FIREGATE_CONNECTIONS_PER_USER", "connections-per-user", "concurrent connections per user (default 100)", func() (func(string) error, func() string) { return integer(&s.ConnectionsPerUser) })
-	add("FIREGATE_MESSAGES_PER_CONN", "messages-per-conn", "client messages per second per connection (default 20, burst 50)", func() (func(string) error, func() string) { return float(&s.MessagesPerConn) })
-	add("FIREGATE_SUBSCRIPTIONS_PER_CONN", "subscriptions-per-conn", "live subscriptions per connection (default 100)", func() (func(string) error, func() string) { return integer(&s.SubsPerConn) })
-	add("FIREGATE_REPLAY_COUNT", "replay-count", "replay buffer entries per Feed for resume (default 1024)", func() (func(string) error, func() string) { return integer(&s.ReplayCount) })
-	add("FIREGATE_REPLAY_AGE", "replay-age", "replay buffer age per Feed for resume (default 5m)", func() (func(string) error, func() string) { return dur(&s.ReplayAge) })
-	add("FIREGATE_PPROF", "pprof", "serve /debug/pprof on the admin address", func() (func(string) error, func() string) { return boolean(&s.Pprof) })
-	add("FIREGATE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)", func() (func(string) error, func() string) { return str(&s.LogLevel) })
-	add("FIREGATE_LOG_FORMAT", "log-format", "json or text (default json)", func() (func(string) error, func() string) { return str(&s.LogFormat) })
-	return t
 }
 
 // Load fills s from getenv, then from flags parsed from args on fs (fs
