@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -425,31 +424,10 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("client %d (%s) was disconnected by the gateway: %v", i, c.user.id, c.tc.closeErr())
 		}
 		for id, s := range c.subs {
-			checks = append(checks, convergeCheck{fmt.Sprintf("client%d/%s", i, id), c.tc, id, s})
+			checks = append(checks, convergeCheck{fmt.Sprintf("client%d/%s", i, id), c.tc, id, s, ch.token(c.user, c.org)})
 		}
 	}
-	if bad := waitConverged(e.fs, convergeWithin, checks); bad != nil {
-		// Tell a Feed that is wrong from a delivery that is: what does a
-		// fresh subscriber of the same query get now?
-		for _, c := range checks {
-			_, v, _ := c.tc.state(c.sub)
-			bad = append(bad, fmt.Sprintf("%s: view epoch %s seq %d resumed %v", c.name, v.epoch, v.seq, v.resumed))
-		}
-		for i, c := range ch.conns {
-			fresh := trackClient(e.connect(ch.token(c.user, c.org)))
-			for id, s := range c.subs {
-				fresh.subscribe(id, s, nil, nil)
-				fcheck := []convergeCheck{{fmt.Sprintf("fresh subscriber like client%d/%s", i, id), fresh, id, s}}
-				if fb := waitConverged(e.fs, 5*time.Second, fcheck); fb != nil {
-					bad = append(bad, fb...)
-				} else {
-					_, v, _ := fresh.state(id)
-					bad = append(bad, fmt.Sprintf("fresh subscriber like client%d/%s is right (epoch %s seq %d)", i, id, v.epoch, v.seq))
-				}
-			}
-		}
-		t.Fatalf("clients did not converge to Firestore within %v:\n  %s", convergeWithin, strings.Join(bad, "\n  "))
-	}
+	awaitConvergedDiag(t, e, convergeWithin, checks)
 	for _, c := range ch.conns {
 		ch.dead = append(ch.dead, c.tc)
 	}

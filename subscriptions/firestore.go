@@ -53,7 +53,19 @@ type FirestoreConfig struct {
 	// Logger receives listener lifecycle events at debug level; nil
 	// discards.
 	Logger *slog.Logger
+	// HealthInterval is how often the source pings Firestore. When a ping
+	// succeeds after one or more failed, every running listener is ended
+	// with Unavailable, so its Feed rebuilds it and diffs the fresh result
+	// against what it delivered: a listen stream that the client library
+	// resumes by itself after an outage may otherwise keep documents that
+	// vanished meanwhile (seen with the emulator after a restart). Costs one
+	// read per interval, and one full read per Feed per outage.
+	// 0 → DefaultHealthInterval; negative disables the check.
+	HealthInterval time.Duration
 }
+
+// DefaultHealthInterval is FirestoreConfig.HealthInterval's default.
+const DefaultHealthInterval = 2 * time.Second
 
 // FirestoreSource implements Source with the cloud.google.com/go/firestore
 // client's Query.Snapshots: one Listen gRPC stream per listener.
@@ -75,9 +87,13 @@ type FirestoreSource struct {
 	prefix  string // "projects/P/databases/D/documents/"
 	clients []*pooledClient
 
-	mu     sync.Mutex
-	closed bool
+	mu        sync.Mutex
+	closed    bool
+	listeners map[uint64]context.CancelCauseFunc // running listeners; guarded by mu
+	nextID    uint64                             // guarded by mu
 
+	stop      chan struct{} // closed by Close: stops the health monitor
+	monitorWG sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -109,8 +125,10 @@ func NewFirestoreSource(ctx context.Context, cfg FirestoreConfig) (*FirestoreSou
 	}
 	n := (cfg.MaxFeeds + FeedsPerConn - 1) / FeedsPerConn
 	s := &FirestoreSource{
-		log:    log,
-		prefix: "projects/" + cfg.ProjectID + "/databases/" + db + "/documents/",
+		log:       log,
+		prefix:    "projects/" + cfg.ProjectID + "/databases/" + db + "/documents/",
+		listeners: make(map[uint64]context.CancelCauseFunc),
+		stop:      make(chan struct{}),
 	}
 	for i := 0; i < n; i++ {
 		c, err := firestore.NewClientWithDatabase(ctx, cfg.ProjectID, db, cfg.ClientOptions...)
@@ -120,8 +138,55 @@ func NewFirestoreSource(ctx context.Context, cfg FirestoreConfig) (*FirestoreSou
 		}
 		s.clients = append(s.clients, &pooledClient{c: c})
 	}
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if cfg.HealthInterval > 0 {
+		s.monitorWG.Add(1)
+		go s.monitor(cfg.HealthInterval)
+	}
 	log.Debug("firestore source ready", "project", cfg.ProjectID, "database", db, "connections", n)
 	return s, nil
+}
+
+// monitor pings Firestore every interval and rebuilds every listener when
+// it becomes reachable again after an outage.
+func (s *FirestoreSource) monitor(interval time.Duration) {
+	defer s.monitorWG.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	down := false
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(interval, time.Second))
+		err := s.Ping(ctx)
+		cancel()
+		switch {
+		case err != nil && !down:
+			down = true
+			s.log.Warn("firestore unreachable", "err", err)
+		case err == nil && down:
+			down = false
+			n := s.rebuildAll()
+			s.log.Warn("firestore reachable again; rebuilding listeners", "listeners", n)
+		}
+	}
+}
+
+// rebuildAll ends every running listener with Unavailable (its Feed
+// retries and diffs) and reports how many.
+func (s *FirestoreSource) rebuildAll() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cause := &UpstreamError{Code: codes.Unavailable, Message: "firestore was unreachable; listener rebuilt"}
+	for _, cancel := range s.listeners {
+		cancel(cause)
+	}
+	return len(s.listeners)
 }
 
 // Client returns the first client of the pool, for seeding data and for
@@ -135,6 +200,8 @@ func (s *FirestoreSource) Conns() int { return len(s.clients) }
 // and later ones fail at once. Idempotent.
 func (s *FirestoreSource) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.monitorWG.Wait()
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
@@ -221,8 +288,18 @@ func (s *FirestoreSource) Listen(ctx context.Context, q Query, emit func(*Snapsh
 	if err != nil {
 		return &UpstreamError{Code: codes.InvalidArgument, Message: err.Error()}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.mu.Lock()
+	id := s.nextID
+	s.nextID++
+	s.listeners[id] = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, id)
+		s.mu.Unlock()
+	}()
 	it := fq.Snapshots(ctx)
 	// Stop must not run concurrently with Next: it runs here, after Next
 	// has returned.
@@ -261,6 +338,10 @@ func nextQuerySnapshot(it *firestore.QuerySnapshotIterator) (qs *firestore.Query
 
 func (s *FirestoreSource) listenError(ctx context.Context, err error, first bool) error {
 	if cerr := ctx.Err(); cerr != nil {
+		var ue *UpstreamError
+		if errors.As(context.Cause(ctx), &ue) {
+			return ue // rebuilt by the health monitor
+		}
 		return cerr
 	}
 	var ue *UpstreamError
