@@ -96,7 +96,12 @@ type envOpts struct {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	src := sharedSource(t)
+	return buildEnv(t, sharedSource(t), o)
+}
+
+// buildEnv builds a gateway with its own Hub on src.
+func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env {
+	t.Helper()
 	e := &env{t: t, fs: src.Client()}
 	var err error
 	e.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.issuer.JWKSHandler().ServeHTTP(w, r) }))

@@ -23,12 +23,10 @@ import (
 
 	"cloud.google.com/go/firestore"
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator"
-	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -143,65 +141,7 @@ func newOwnSource(t *testing.T, host, project string) *subscriptions.FirestoreSo
 func newEnvOn(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env {
 	t.Helper()
 	t.Cleanup(func() { _ = src.Close() })
-	e := &env{t: t, fs: src.Client()}
-	var err error
-	e.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.issuer.JWKSHandler().ServeHTTP(w, r) }))
-	t.Cleanup(e.jwks.Close)
-	e.issuer, err = authz.NewDevIssuer(e.jwks.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.leeway == 0 {
-		o.leeway = 5 * time.Second
-	}
-	e.reg = prometheus.NewRegistry()
-	e.m = metrics.New(e.reg)
-	if o.hub.Linger == 0 {
-		o.hub.Linger = 30 * time.Second
-	}
-	o.hub.Metrics = e.m
-	e.hub, err = subscriptions.NewHub(src, o.hub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.cfg.AllowedOrigins == nil {
-		o.cfg.AllowedOrigins = []string{testOrigin}
-	}
-	if o.cfg.Leeway == 0 {
-		o.cfg.Leeway = o.leeway
-	}
-	origins, err := gateway.OriginMatcher(o.cfg.AllowedOrigins)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.verifier, err = authz.NewVerifier(authz.VerifierConfig{JWKSURL: e.jwks.URL + "/jwks", Issuer: e.jwks.URL, AuthorizedParty: origins, AllowMissingAzp: true, Leeway: o.leeway})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.verifier.Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if o.policy == "" {
-		o.policy = testPolicy
-	}
-	pol, err := authz.ParsePolicy([]byte(o.policy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.ts = httptest.NewServer(e.srv.Handler())
-	e.admin = httptest.NewServer(e.srv.AdminHandler())
-	e.wsURL = "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/v1/stream"
-	t.Cleanup(func() {
-		e.ts.CloseClientConnections()
-		e.ts.Close()
-		e.admin.Close()
-		e.hub.Close()
-	})
-	return e
+	return buildEnv(t, src, o)
 }
 
 // ---------------------------------------------------------------------------
