@@ -276,10 +276,29 @@ func TestBadTokensClosed4001(t *testing.T) {
 }
 
 func TestRefreshKeepsConnectionAndExpiryCloses(t *testing.T) {
-	e := newEnv(t, envOpts{leeway: 200 * time.Millisecond})
+	clock := newFakeClock()
+	e := newEnv(t, envOpts{leeway: 200 * time.Millisecond, clock: clock})
 	user, org := uniq("user"), uniq("org")
-	cl := e.connect(e.token(authz.MintOptions{UserID: user, OrgID: org, TTL: 2 * time.Second}))
+
+	// Without refresh: closed 4001 after expiry (plus leeway).
+	clock.CatchUp()
+	// (exp has whole-second precision: TTLs leave a second of margin.)
+	c2 := e.connect(e.token(authz.MintOptions{UserID: user, OrgID: org, TTL: 3 * time.Second}))
+	clock.Advance(0)
+	c2.expect("auth_expiring")
+	clock.Advance(4 * time.Second)
+	if code, reason := c2.closed(); code != wire.CloseUnauthenticated || !strings.Contains(reason, "expired") {
+		t.Fatalf("close %d %q", code, reason)
+	}
+	eventually(t, "auth_expired disconnect counted", func() bool {
+		return e.counter("firegate_disconnects_total", map[string]string{"reason": "auth_expired"}) == 1
+	})
+
+	// With a refresh the connection lives past the first token's expiry.
+	clock.CatchUp()
+	cl := e.connect(e.token(authz.MintOptions{UserID: user, OrgID: org, TTL: 8 * time.Second}))
 	// A token living less than the warning window is warned at once.
+	clock.Advance(0)
 	cl.expect("auth_expiring")
 	cl.send(map[string]any{"type": "auth", "token": e.token(authz.MintOptions{UserID: user, OrgID: org, TTL: time.Hour})})
 	w := cl.expect("welcome")
@@ -287,20 +306,9 @@ func TestRefreshKeepsConnectionAndExpiryCloses(t *testing.T) {
 	if time.Until(exp) < 50*time.Minute {
 		t.Fatalf("refreshed expiry %v", w.ExpiresAt)
 	}
-	// Past the first token's expiry plus leeway the connection is alive.
-	time.Sleep(2500 * time.Millisecond)
+	clock.Advance(9 * time.Second)
 	cl.send(map[string]any{"type": "ping", "id": "alive"})
 	cl.expect("pong")
-
-	// Without refresh: closed 4001 after expiry.
-	c2 := e.connect(e.token(authz.MintOptions{UserID: user, OrgID: org, TTL: time.Second}))
-	c2.expect("auth_expiring")
-	if code, reason := c2.closed(); code != wire.CloseUnauthenticated || !strings.Contains(reason, "expired") {
-		t.Fatalf("close %d %q", code, reason)
-	}
-	eventually(t, "auth_expired disconnect counted", func() bool {
-		return e.counter("firegate_disconnects_total", map[string]string{"reason": "auth_expired"}) == 1
-	})
 }
 
 func TestOrgSwitchAndUserSwitch(t *testing.T) {

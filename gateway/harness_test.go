@@ -92,6 +92,7 @@ type envOpts struct {
 	hub    subscriptions.HubConfig
 	policy string
 	leeway time.Duration
+	clock  gateway.Clock // nil: real time
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -147,7 +148,7 @@ func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping})
+	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping, Clock: o.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
