@@ -82,68 +82,36 @@ type Limits struct {
 	MaxTrackedIPs int
 }
 
+// def sets *p to v when *p is the zero value.
+func def[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
 func (c *Config) setDefaults() error {
-	if c.Addr == "" {
-		c.Addr = ":8080"
-	}
-	if c.AdminAddr == "" {
-		c.AdminAddr = ":9090"
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 64 << 10
-	}
-	if c.AuthTimeout == 0 {
-		c.AuthTimeout = 10 * time.Second
-	}
-	if c.ExpiryWarning == 0 {
-		c.ExpiryWarning = 10 * time.Second
-	}
-	if c.Leeway == 0 {
-		c.Leeway = 5 * time.Second
-	}
-	if c.SendQueueMessages == 0 {
-		c.SendQueueMessages = 512
-	}
-	if c.SendQueueBytes == 0 {
-		c.SendQueueBytes = 4 << 20
-	}
-	if c.SlowConsumerTimeout == 0 {
-		c.SlowConsumerTimeout = 30 * time.Second
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = 30 * time.Second
-	}
+	def(&c.Addr, ":8080")
+	def(&c.AdminAddr, ":9090")
+	def(&c.MaxMessageBytes, 64<<10)
+	def(&c.AuthTimeout, 10*time.Second)
+	def(&c.ExpiryWarning, 10*time.Second)
+	def(&c.Leeway, 5*time.Second)
+	def(&c.SendQueueMessages, 512)
+	def(&c.SendQueueBytes, 4<<20)
+	def(&c.SlowConsumerTimeout, 30*time.Second)
+	def(&c.DrainTimeout, 30*time.Second)
+	def(&c.Limits.HandshakesPerIP, 20)
+	def(&c.Limits.HandshakeBurst, 40)
+	def(&c.Limits.AuthFailuresPerIP, 1)
+	def(&c.Limits.AuthFailureBurst, 10)
+	def(&c.Limits.ConnectionsPerUser, 100)
+	def(&c.Limits.MessagesPerConn, 20)
+	def(&c.Limits.MessageBurst, 50)
+	def(&c.Limits.AbuseThreshold, 50)
+	def(&c.Limits.SubscriptionsPerConn, 100)
+	def(&c.Limits.MaxTrackedIPs, 100_000)
 	l := &c.Limits
-	if l.HandshakesPerIP == 0 {
-		l.HandshakesPerIP = 20
-	}
-	if l.HandshakeBurst == 0 {
-		l.HandshakeBurst = 40
-	}
-	if l.AuthFailuresPerIP == 0 {
-		l.AuthFailuresPerIP = 1
-	}
-	if l.AuthFailureBurst == 0 {
-		l.AuthFailureBurst = 10
-	}
-	if l.ConnectionsPerUser == 0 {
-		l.ConnectionsPerUser = 100
-	}
-	if l.MessagesPerConn == 0 {
-		l.MessagesPerConn = 20
-	}
-	if l.MessageBurst == 0 {
-		l.MessageBurst = 50
-	}
-	if l.AbuseThreshold == 0 {
-		l.AbuseThreshold = 50
-	}
-	if l.SubscriptionsPerConn == 0 {
-		l.SubscriptionsPerConn = 100
-	}
-	if l.MaxTrackedIPs == 0 {
-		l.MaxTrackedIPs = 100_000
-	}
 	var errs []error
 	if c.MaxMessageBytes < 256 {
 		errs = append(errs, fmt.Errorf("max message bytes %d is below 256", c.MaxMessageBytes))
