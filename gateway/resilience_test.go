@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -178,8 +180,11 @@ type subView struct {
 	resumed bool
 	seq     uint64
 	synced  bool // a final snapshot or a catch-up has been applied
-	docs    map[string]docVersion
-	partial map[string]docVersion // snapshot chunks not yet final
+	// catchUps counts the catch-ups received: changes without a read
+	// time, and snapshots sent to an already synced view.
+	catchUps int
+	docs     map[string]docVersion
+	partial  map[string]docVersion // snapshot chunks not yet final
 }
 
 func newSubView() *subView { return &subView{docs: map[string]docVersion{}} }
@@ -210,6 +215,9 @@ func (v *subView) apply(m wire.ServerMessage) error {
 			if v.synced && m.Seq < v.seq {
 				return fmt.Errorf("snapshot seq %d after seq %d", m.Seq, v.seq)
 			}
+			if v.synced {
+				v.catchUps++
+			}
 			v.docs, v.partial, v.seq, v.synced = v.partial, nil, m.Seq, true
 		}
 	case wire.TypeChanges:
@@ -220,6 +228,9 @@ func (v *subView) apply(m wire.ServerMessage) error {
 			return fmt.Errorf("live changes seq %d after seq %d: a gap or a repeat", m.Seq, v.seq)
 		case v.synced && m.Seq < v.seq:
 			return fmt.Errorf("catch-up seq %d after seq %d", m.Seq, v.seq)
+		}
+		if m.ReadTime == "" {
+			v.catchUps++
 		}
 		for _, c := range m.Changes {
 			switch c.Kind {
@@ -987,13 +998,17 @@ func TestResumeReplayBufferEdge(t *testing.T) {
 // TestSlowReaderBoundedFastReaderExact: under a steady stream of large
 // writes, a client that stops reading neither grows the gateway's memory
 // (its queue overflows into catch-up instead of growing) nor holds up the
-// Feed, and is cut off once a write to it has been blocked for
-// SlowConsumerTimeout; a client reading at full speed on the same Feed
-// ends with exactly Firestore's state.
+// Feed, and ends with exactly Firestore's state once it reads again; one
+// that never reads again is cut off once a write to it has been blocked
+// for SlowConsumerTimeout; a client reading at full speed on the same
+// Feed ends with exactly Firestore's state. Writes go on until what is
+// asserted has been observed, so how fast they are does not matter: the
+// overflow is observed under a SlowConsumerTimeout no run can reach, the
+// cut-off under a short one.
 func TestSlowReaderBoundedFastReaderExact(t *testing.T) {
 	for _, tc := range []struct {
-		name                string
-		docBytes, queueByte int
+		name                 string
+		docBytes, queueBytes int
 	}{
 		// Frames that the writer gathers into one socket write under a
 		// write deadline.
@@ -1001,72 +1016,154 @@ func TestSlowReaderBoundedFastReaderExact(t *testing.T) {
 		// Frames bigger than a batch, written through on their own.
 		{"frames above the batch size", 320 << 10, 1 << 20},
 	} {
-		t.Run(tc.name, func(t *testing.T) { slowReaderCase(t, tc.docBytes, tc.queueByte) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Run("overflow into catch-up", func(t *testing.T) { slowReaderOverflow(t, tc.docBytes, tc.queueBytes) })
+			t.Run("cut off", func(t *testing.T) { slowReaderCutOff(t, tc.docBytes, tc.queueBytes) })
+		})
 	}
 }
 
-func slowReaderCase(t *testing.T, docBytes, queueBytes int) {
-	const nDocs = 2
-	e := newEnv(t, envOpts{cfg: gateway.Config{SlowConsumerTimeout: 2 * time.Second, SendQueueMessages: 16, SendQueueBytes: queueBytes}})
-	org := uniq("org")
-	pad := strings.Repeat("x", docBytes)
-	for i := 0; i < nDocs; i++ {
-		e.put(fmt.Sprintf("tasks/%s_%d", org, i), map[string]any{"org_id": org, "v": 0, "pad": pad})
+const slowReaderDocs = 2
+
+// slowReaderSetup starts an env with cfg, a fast reader converged on a
+// subscription of org's tasks, and a stalled reader subscribed to the
+// same query.
+func slowReaderSetup(t *testing.T, cfg gateway.Config, docBytes int) (e *env, w *steadyWriter, sp subSpec, fast *tracked, slow *websocket.Conn) {
+	e = newEnv(t, envOpts{cfg: cfg})
+	w = &steadyWriter{e: e, org: uniq("org"), pad: strings.Repeat("x", docBytes)}
+	for i := 0; i < slowReaderDocs; i++ {
+		e.put(fmt.Sprintf("tasks/%s_%d", w.org, i), map[string]any{"org_id": w.org, "v": 0, "pad": w.pad})
 	}
-	tok := e.token(authz.MintOptions{UserID: uniq("user"), OrgID: org, TTL: time.Hour})
-	sp := subSpec{collection: "tasks", scopeField: "org_id", scopeValue: org}
-	fast := trackClient(e.connect(tok))
+	tok := e.token(authz.MintOptions{UserID: uniq("user"), OrgID: w.org, TTL: time.Hour})
+	sp = subSpec{collection: "tasks", scopeField: "org_id", scopeValue: w.org}
+	fast = trackClient(e.connect(tok))
 	fast.subscribe("s", sp, nil, nil)
 	awaitConverged(t, e.fs, waitFor, []convergeCheck{{"fast", fast, "s", sp, ""}})
+	slow = e.dialStalled(tok, sp.request("s"))
+	testkit.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
+		if n := e.counter("firegate_subscriptions_active", nil); n != 2 {
+			return fmt.Errorf("%v subscriptions active, want the fast and the slow reader's", n)
+		}
+		return nil
+	})
+	return e, w, sp, fast, slow
+}
 
-	base := heapAfterGC()
-	slow := e.dialStalled(tok, sp.request("s"))
-	eventually(t, "both subscribed", func() bool { return e.counter("firegate_subscriptions_active", nil) == 2 })
+// steadyWriter rewrites slowReaderDocs documents of org, one after the
+// other, from start until halt.
+type steadyWriter struct {
+	e        *env
+	org, pad string
+	v        int
+	stop     chan struct{}
+	done     chan error
+	written  atomic.Int64
+}
 
-	// Steady writes until the gateway has given up on the slow reader.
-	var (
-		wg      sync.WaitGroup
-		stop    = make(chan struct{})
-		written int64
-		werr    error
-	)
-	wg.Add(1)
+func (w *steadyWriter) start() {
+	w.stop, w.done = make(chan struct{}), make(chan error, 1)
 	go func() {
-		defer wg.Done()
-		for v := 1; ; v++ {
+		for {
 			select {
-			case <-stop:
+			case <-w.stop:
+				w.done <- nil
 				return
 			default:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err := e.fs.Doc(fmt.Sprintf("tasks/%s_%d", org, v%nDocs)).Set(ctx, map[string]any{"org_id": org, "v": v, "pad": pad})
+			w.v++
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := w.e.fs.Doc(fmt.Sprintf("tasks/%s_%d", w.org, w.v%slowReaderDocs)).Set(ctx, map[string]any{"org_id": w.org, "v": w.v, "pad": w.pad})
 			cancel()
 			if err != nil {
-				werr = err
+				w.done <- err
 				return
 			}
-			written += int64(docBytes)
+			w.written.Add(int64(len(w.pad)))
 		}
 	}()
-	start := time.Now()
+}
+
+// halt stops the writes and returns the first error.
+func (w *steadyWriter) halt(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	if err := <-w.done; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+}
+
+// slowReaderOverflow: with a SlowConsumerTimeout no run reaches, writes
+// go on until the stalled reader's queue has overflowed into catch-up
+// (the fast reader's own overflows, which its catch-ups reveal, do not
+// count); then the slow reader reads again and both readers end with
+// Firestore's state.
+func slowReaderOverflow(t *testing.T, docBytes, queueBytes int) {
+	e, w, sp, fast, slow := slowReaderSetup(t, gateway.Config{SlowConsumerTimeout: time.Hour, SendQueueMessages: 16, SendQueueBytes: queueBytes}, docBytes)
+	overflows := func() float64 {
+		return e.counter("firegate_send_queue_overflows_total", map[string]string{"action": "catchup"})
+	}
+	fastCatchUps := func() int {
+		_, v, _ := fast.state("s")
+		if v == nil {
+			return 0
+		}
+		return v.catchUps
+	}
+	base := heapAfterGC()
 	var peak uint64
-	deadline := start.Add(30 * time.Second)
-	for e.srv.ConnCount() > 1 && time.Now().Before(deadline) {
-		peak = max(peak, heapAfterGC())
-		time.Sleep(100 * time.Millisecond)
+	for round := 1; ; round++ {
+		w.start()
+		testkit.CheckFor(t, convergeWithin, 50*time.Millisecond, func() error {
+			peak = max(peak, heapAfterGC())
+			if o, f := overflows(), fastCatchUps(); o <= float64(f) {
+				return fmt.Errorf("%v catch-up overflows, %d of them the fast reader's: the slow reader's queue has not filled (%d MiB written)", o, f, w.written.Load()>>20)
+			}
+			return nil
+		})
+		w.halt(t)
+		// The fast reader converged has received a catch-up for each of
+		// its overflows: what is left over is the slow reader's.
+		awaitConverged(t, e.fs, waitFor, []convergeCheck{{"fast", fast, "s", sp, ""}})
+		if o, f := overflows(), fastCatchUps(); o > float64(f) {
+			break
+		} else if round == 10 {
+			t.Fatalf("after %d rounds of writes the slow reader's queue never overflowed (%v overflows, all the fast reader's)", round, o)
+		}
 	}
-	cutAfter := time.Since(start)
-	close(stop)
-	wg.Wait()
-	if werr != nil {
-		t.Fatalf("writer: %v", werr)
+	t.Logf("%d MiB written; heap after GC: base %d MiB, peak %d MiB", w.written.Load()>>20, base>>20, peak>>20)
+	if n := e.srv.ConnCount(); n != 2 {
+		t.Fatalf("%d connections: a reader was cut off although no write can reach SlowConsumerTimeout", n)
 	}
-	if n := e.srv.ConnCount(); n > 1 {
-		t.Fatalf("slow reader not cut off within 30s (%d connections)", n)
+	if v := e.counter("firegate_send_queue_overflows_total", map[string]string{"action": "disconnect"}); v != 0 {
+		t.Fatalf("send_queue_overflows_total{action=disconnect} = %v with a queue that overflows into catch-up", v)
 	}
-	t.Logf("slow reader cut off after %v; %d MiB written meanwhile; heap after GC: base %d MiB, peak %d MiB",
-		cutAfter, written>>20, base>>20, peak>>20)
+
+	// The slow reader reads again: it catches up to Firestore's state.
+	slowTC := e.adopt(slow, map[string]subSpec{"s": sp})
+	e.put(fmt.Sprintf("tasks/%s_final", w.org), map[string]any{"org_id": w.org, "v": -1})
+	awaitConverged(t, e.fs, waitFor, []convergeCheck{{"fast", fast, "s", sp, ""}, {"slow", slowTC, "s", sp, ""}})
+	for name, tc := range map[string]*tracked{"fast": fast, "slow": slowTC} {
+		if p := tc.problems(); len(p) > 0 {
+			t.Fatalf("%s reader: %v", name, p)
+		}
+	}
+	if _, v, _ := slowTC.state("s"); v.catchUps == 0 {
+		t.Fatal("the slow reader converged without a catch-up after its queue overflowed")
+	}
+}
+
+// slowReaderCutOff: writes go on until the gateway has cut off the
+// stalled reader; the fast reader on the same Feed is untouched.
+func slowReaderCutOff(t *testing.T, docBytes, queueBytes int) {
+	e, w, sp, fast, slow := slowReaderSetup(t, gateway.Config{SlowConsumerTimeout: 2 * time.Second, SendQueueMessages: 16, SendQueueBytes: queueBytes}, docBytes)
+	w.start()
+	testkit.CheckFor(t, convergeWithin, 50*time.Millisecond, func() error {
+		if n := e.srv.ConnCount(); n > 1 {
+			return fmt.Errorf("%d connections: the slow reader is still connected (%d MiB written)", n, w.written.Load()>>20)
+		}
+		return nil
+	})
+	w.halt(t)
 	reasons := map[string]float64{}
 	for _, r := range []string{"client", "error", "slow_consumer"} {
 		reasons[r] = e.counter("firegate_disconnects_total", map[string]string{"reason": r})
@@ -1076,9 +1173,6 @@ func slowReaderCase(t *testing.T, docBytes, queueBytes int) {
 	}
 	if v := e.counter("firegate_send_queue_overflows_total", map[string]string{"action": "disconnect"}); v == 0 {
 		t.Error("send_queue_overflows_total{action=disconnect} = 0 after a slow-consumer cut-off")
-	}
-	if v := e.counter("firegate_send_queue_overflows_total", map[string]string{"action": "catchup"}); v == 0 {
-		t.Fatal("no catchup overflow: the slow reader's queue never filled")
 	}
 
 	// The slow reader's socket is closed by the gateway: reading it now
@@ -1097,7 +1191,7 @@ func slowReaderCase(t *testing.T, docBytes, queueBytes int) {
 
 	// One more write after the stream: the fast reader converges to
 	// Firestore's final state.
-	e.put(fmt.Sprintf("tasks/%s_final", org), map[string]any{"org_id": org, "v": -1})
+	e.put(fmt.Sprintf("tasks/%s_final", w.org), map[string]any{"org_id": w.org, "v": -1})
 	awaitConverged(t, e.fs, waitFor, []convergeCheck{{"fast", fast, "s", sp, ""}})
 	if p := fast.problems(); len(p) > 0 {
 		t.Fatalf("fast reader: %v", p)
@@ -1105,6 +1199,23 @@ func slowReaderCase(t *testing.T, docBytes, queueBytes int) {
 	if fast.isDone() {
 		t.Fatal("the fast reader was disconnected")
 	}
+}
+
+// adopt starts reading a connection dialled elsewhere (dialStalled) as a
+// tracked client whose subscriptions subs were already requested.
+func (e *env) adopt(c *websocket.Conn, subs map[string]subSpec) *tracked {
+	c.SetReadLimit(16 << 20)
+	cl := &client{t: e.t, c: c, msgs: make(chan wire.ServerMessage, 4096), raw: make(chan []byte, 4096), done: make(chan struct{})}
+	tc := trackClient(cl)
+	tc.mu.Lock()
+	for id, sp := range subs {
+		v := newSubView()
+		v.sp = sp
+		tc.views[id] = v
+	}
+	tc.mu.Unlock()
+	go cl.readLoop()
+	return tc
 }
 
 // TestEmulatorRestartConverges kills the Firestore emulator (SIGKILL, a
