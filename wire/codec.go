@@ -22,7 +22,9 @@ func (e *DecodeError) Error() string { return e.Msg }
 // DecodeClient decodes and checks one client frame. It returns a
 // *DecodeError for anything malformed: not a JSON object, an unknown type,
 // a missing or over-long id, an unknown operator, trailing data. Unknown
-// fields are ignored for forward compatibility.
+// fields are ignored for forward compatibility. A `write` is decoded with
+// DecodeWrite into m.Write; a malformed one returns its *WriteDecodeError
+// (which names the operation) with m.ID set.
 func DecodeClient(b []byte) (ClientMessage, error) {
 	var m ClientMessage
 	b = bytes.TrimSpace(b)
@@ -87,6 +89,15 @@ func DecodeClient(b []byte) (ClientMessage, error) {
 		if m.ID == "" {
 			return m, &DecodeError{"unsubscribe needs an id"}
 		}
+	case TypeWrite:
+		if m.ID == "" {
+			return m, &DecodeError{"write needs an id"}
+		}
+		w, err := DecodeWrite(b)
+		if err != nil {
+			return m, err
+		}
+		m.Write = &w
 	case TypePing:
 	case "":
 		return m, &DecodeError{"missing type"}

@@ -114,6 +114,8 @@ type ClientMessage struct {
 	OrderBy    []Order  `json:"order_by,omitempty"`
 	Limit      int      `json:"limit,omitempty"`
 	Resume     *Resume  `json:"resume,omitempty"`
+	// Write is the decoded `write` (type "write" only).
+	Write *WriteRequest `json:"-"`
 }
 
 // Welcome answers the first auth and every refresh.
@@ -201,23 +203,28 @@ type Pong struct {
 // ServerMessage is a loose decoding of any server message, for clients and
 // the load tester.
 type ServerMessage struct {
-	Type         string    `json:"type"`
-	ID           string    `json:"id,omitempty"`
-	Sub          string    `json:"sub,omitempty"`
-	UserID       string    `json:"user_id,omitempty"`
-	OrgID        string    `json:"org_id,omitempty"`
-	SessionID    string    `json:"session_id,omitempty"`
-	ExpiresAt    string    `json:"expires_at,omitempty"`
-	Epoch        string    `json:"epoch,omitempty"`
-	Resumed      bool      `json:"resumed,omitempty"`
-	Seq          uint64    `json:"seq,omitempty"`
-	ReadTime     string    `json:"read_time,omitempty"`
-	Docs         []Doc     `json:"docs,omitempty"`
-	Final        bool      `json:"final,omitempty"`
-	Changes      []Change  `json:"changes,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	Code         string    `json:"code,omitempty"`
-	Message      string    `json:"message,omitempty"`
-	RetryAfterMS int64     `json:"retry_after_ms,omitempty"`
-	Received     time.Time `json:"-"`
+	Type         string   `json:"type"`
+	ID           string   `json:"id,omitempty"`
+	Sub          string   `json:"sub,omitempty"`
+	UserID       string   `json:"user_id,omitempty"`
+	OrgID        string   `json:"org_id,omitempty"`
+	SessionID    string   `json:"session_id,omitempty"`
+	ExpiresAt    string   `json:"expires_at,omitempty"`
+	Epoch        string   `json:"epoch,omitempty"`
+	Resumed      bool     `json:"resumed,omitempty"`
+	Seq          uint64   `json:"seq,omitempty"`
+	ReadTime     string   `json:"read_time,omitempty"`
+	Docs         []Doc    `json:"docs,omitempty"`
+	Final        bool     `json:"final,omitempty"`
+	Changes      []Change `json:"changes,omitempty"`
+	Reason       string   `json:"reason,omitempty"`
+	Code         string   `json:"code,omitempty"`
+	Message      string   `json:"message,omitempty"`
+	RetryAfterMS int64    `json:"retry_after_ms,omitempty"`
+	// Index is a write error's operation index; CommitTime and Results
+	// are a `written` answer's.
+	Index      *int          `json:"index,omitempty"`
+	CommitTime string        `json:"commit_time,omitempty"`
+	Results    []WriteResult `json:"results,omitempty"`
+	Received   time.Time     `json:"-"`
 }
