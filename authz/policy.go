@@ -51,6 +51,7 @@ type policyRule struct {
 	allow      *celProgram // nil: everyone may subscribe
 	filter     *celProgram // nil: every document is visible
 	maxLimit   int
+	write      writeRules // create, update, delete (write.go)
 }
 
 func (r *policyRule) String() string {
@@ -224,9 +225,9 @@ func parseRule(envs *celEnvs, index int, n *yaml.Node) (*policyRule, error) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], derefYAML(n.Content[i+1])
 		switch k.Value {
-		case "path", "scope", "scope_field", "allow", "filter", "max_limit":
+		case "path", "scope", "scope_field", "allow", "filter", "max_limit", WriteCreate, WriteUpdate, WriteDelete:
 		default:
-			return nil, fmt.Errorf("collections[%d] (line %d): unknown key %q (known: path, scope, scope_field, allow, filter, max_limit)", index, k.Line, k.Value)
+			return nil, fmt.Errorf("collections[%d] (line %d): unknown key %q (known: path, scope, scope_field, allow, filter, max_limit, create, update, delete)", index, k.Line, k.Value)
 		}
 		if _, dup := vals[k.Value]; dup {
 			return nil, fmt.Errorf("collections[%d] (line %d): duplicate key %q", index, k.Line, k.Value)
@@ -299,6 +300,9 @@ func parseRule(envs *celEnvs, index int, n *yaml.Node) (*policyRule, error) {
 		} else {
 			r.filter = prg
 		}
+	}
+	if err := parseWriteRules(r, vals); err != nil {
+		return nil, err
 	}
 	return r, nil
 }

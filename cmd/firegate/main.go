@@ -29,6 +29,8 @@ Usage:
   firegate token  [flags]   mint a dev token from a running 'firegate dev'
   firegate policy check FILE
   firegate policy explain FILE --claims claims.json --collection C [--doc doc.json]
+  firegate policy explain FILE --claims claims.json --op create|update|delete
+                          --path P [--doc old.json] [--new new.json]
 
 Run 'firegate <command> -h' for the flags; every flag mirrors an environment
 variable (see README.md).
@@ -126,7 +128,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 
 func runPolicy(args []string, stdout, stderr io.Writer) error {
 	if len(args) < 2 {
-		return errors.New("usage: firegate policy check FILE | firegate policy explain FILE --claims claims.json --collection C [--doc doc.json]")
+		return errors.New("usage: firegate policy check FILE | firegate policy explain FILE --claims claims.json (--collection C [--doc doc.json] | --op create|update|delete --path P [--doc old.json] [--new new.json])")
 	}
 	switch args[0] {
 	case "check":
@@ -134,7 +136,7 @@ func runPolicy(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: ok (%d collection rules)\n", args[1], len(p.Collections()))
+		fmt.Fprintf(stdout, "%s: ok (%d collection rules, %d write expressions)\n", args[1], len(p.Collections()), p.WriteRuleCount())
 		for _, c := range p.Collections() {
 			fmt.Fprintf(stdout, "  %s\n", c)
 		}
@@ -145,9 +147,15 @@ func runPolicy(args []string, stdout, stderr io.Writer) error {
 		fs.SetOutput(stderr)
 		claimsFile := fs.String("claims", "", "JSON file with the session token's claims (required)")
 		collection := fs.String("collection", "", "collection path to subscribe to (required)")
-		docFile := fs.String("doc", "", "JSON file with a document's fields (optional)")
+		docFile := fs.String("doc", "", "JSON file with a document's fields (optional); with --op, the stored document before the write (omit: it does not exist)")
+		op := fs.String("op", "", "explain a write instead of a subscription: create, update or delete")
+		path := fs.String("path", "", "with --op: the document path (for create also a collection path: generated id)")
+		newFile := fs.String("new", "", "with --op: JSON file with the document after the write (request.doc)")
 		if err := fs.Parse(args[2:]); err != nil {
 			return err
+		}
+		if *op != "" {
+			return explainWrite(file, *claimsFile, *op, *path, *docFile, *newFile, stdout)
 		}
 		if *claimsFile == "" || *collection == "" {
 			return errors.New("--claims and --collection are required")
@@ -172,6 +180,35 @@ func runPolicy(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(ex)
 	}
 	return fmt.Errorf("unknown policy command %q (check or explain)", args[0])
+}
+
+// explainWrite prints what the policy decides for one write.
+func explainWrite(file, claimsFile, op, path, oldFile, newFile string, stdout io.Writer) error {
+	if claimsFile == "" || path == "" {
+		return errors.New("--claims and --path are required with --op")
+	}
+	p, err := authz.LoadPolicyFile(file)
+	if err != nil {
+		return err
+	}
+	var claims, old, next map[string]any
+	if err := readJSON(claimsFile, &claims); err != nil {
+		return err
+	}
+	if oldFile != "" {
+		if err := readJSON(oldFile, &old); err != nil {
+			return err
+		}
+	}
+	if newFile != "" {
+		if err := readJSON(newFile, &next); err != nil {
+			return err
+		}
+	}
+	ex := p.ExplainWrite(claims, op, path, old, next)
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ex)
 }
 
 func readJSON(path string, v any) error {

@@ -264,3 +264,42 @@ func TestPolicyCheckAndExplain(t *testing.T) {
 		t.Fatalf("explain said %s", out.String())
 	}
 }
+
+func TestPolicyExplainWrite(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pol, []byte("collections:\n  - path: tasks\n    scope: org\n    update: \"true\"\n    delete: \"auth.org_role == 'org:admin'\"\n"), 0o600)
+	claims := filepath.Join(dir, "claims.json")
+	os.WriteFile(claims, []byte(`{"sub":"user_1","org_id":"org_1","org_role":"org:member"}`), 0o600)
+	old := filepath.Join(dir, "old.json")
+	os.WriteFile(old, []byte(`{"org_id":"org_1","title":"a"}`), 0o600)
+	moved := filepath.Join(dir, "new.json")
+	os.WriteFile(moved, []byte(`{"org_id":"org_2","title":"a"}`), 0o600)
+	same := filepath.Join(dir, "same.json")
+	os.WriteFile(same, []byte(`{"org_id":"org_1","title":"b"}`), 0o600)
+	tests := []struct {
+		args     []string
+		decision string
+		reason   string
+	}{
+		{[]string{"--op", "update", "--path", "tasks/t1", "--doc", old, "--new", same}, "allow", "update is true"},
+		{[]string{"--op", "update", "--path", "tasks/t1", "--doc", old, "--new", moved}, "deny", "may not change org_id"},
+		{[]string{"--op", "delete", "--path", "tasks/t1", "--doc", old}, "deny", "delete is false"},
+		{[]string{"--op", "create", "--path", "tasks", "--new", same}, "deny", "no create expression"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		args := append([]string{"policy", "explain", pol, "--claims", claims}, tt.args...)
+		if code := run(args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: %d %s", tt.args, code, errOut.String())
+		}
+		var ex struct{ Decision, Reason string }
+		if err := json.Unmarshal(out.Bytes(), &ex); err != nil || ex.Decision != tt.decision || !strings.Contains(ex.Reason, tt.reason) {
+			t.Fatalf("%v: %s", tt.args, out.String())
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"policy", "explain", pol, "--claims", claims, "--op", "update"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "--path") {
+		t.Fatalf("missing --path: %d %s", code, errOut.String())
+	}
+}
