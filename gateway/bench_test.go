@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/firegate/firegate/metrics"
 )
 
 type discardConn struct{ net.Conn }
@@ -18,7 +20,7 @@ func (discardConn) Close() error                     { return nil }
 // connection (WebSocket framing by the library and the socket write
 // itself are left out).
 func BenchmarkDeliverAndWrite(b *testing.B) {
-	q := newSendQueue(512, 4<<20, func(string) {})
+	q := newSendQueue(512, 4<<20, func(metrics.OverflowAction) {})
 	s := newTestSub(q, "s1")
 	m := liveMsg(1)
 	bc := &batchConn{Conn: discardConn{}}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -15,7 +16,7 @@ type entry struct {
 	sub  *subscription
 	msg  *subscriptions.Message
 	ctrl []byte
-	typ  string
+	typ  metrics.SentType
 }
 
 func (e *entry) size() int {
@@ -30,13 +31,6 @@ func (e *entry) size() int {
 // `unsubscribed` of a subscription are never dropped.
 func (e *entry) droppable() bool {
 	return e.msg != nil && !e.msg.End && e.msg.Frame.Type != wire.TypeSubscribed
-}
-
-type closeRequest struct {
-	code      int
-	reason    string
-	why       string // disconnects_total reason
-	immediate bool   // drop what is queued (slow consumer, drain)
 }
 
 // sendQueue is a connection's bounded send queue. Producers (Feeds, under
@@ -63,7 +57,7 @@ type sendQueue struct {
 	maxItems   int
 	maxBytes   int
 	lagging    []*subscription
-	closeReq   *closeRequest
+	closeReq   *closeCause
 	// running says a writer goroutine is live; dead that none may start
 	// again. The writer exists only while there is something to write, so
 	// an idle connection costs no writer stack.
@@ -75,10 +69,10 @@ type sendQueue struct {
 	// wake tells a lingering writer that work arrived (capacity 1).
 	wake chan struct{}
 	// onOverflow is called (without mu) with the action taken.
-	onOverflow func(action string)
+	onOverflow func(action metrics.OverflowAction)
 }
 
-func newSendQueue(maxItems, maxBytes int, onOverflow func(string)) *sendQueue {
+func newSendQueue(maxItems, maxBytes int, onOverflow func(metrics.OverflowAction)) *sendQueue {
 	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, onOverflow: onOverflow, spawn: func() {}, wake: make(chan struct{}, 1)}
 }
 
@@ -123,7 +117,7 @@ func (q *sendQueue) kill() {
 }
 
 // pushCtrl queues a control frame.
-func (q *sendQueue) pushCtrl(typ string, b []byte) {
+func (q *sendQueue) pushCtrl(typ metrics.SentType, b []byte) {
 	q.mu.Lock()
 	if q.closeReq != nil {
 		q.mu.Unlock()
@@ -163,7 +157,7 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 		q.mu.Unlock()
 		return
 	}
-	e := entry{sub: s, msg: m, typ: m.Frame.Type}
+	e := entry{sub: s, msg: m, typ: sentTypeOf(m.Frame.Type)}
 	live := !m.ReceivedAt.IsZero()
 	if live && (len(q.items) >= q.maxItems || q.bytes+e.size() > q.maxBytes) {
 		q.overflowLocked(s)
@@ -174,7 +168,7 @@ func (q *sendQueue) pushMsg(s *subscription, m *subscriptions.Message, catchUp b
 			q.overflowDisconnect()
 			return
 		}
-		q.onOverflow("catchup")
+		q.onOverflow(metrics.OverflowCatchup)
 		return
 	}
 	q.items = append(q.items, e)
@@ -200,8 +194,8 @@ func (q *sendQueue) hardOverLocked() bool {
 }
 
 func (q *sendQueue) overflowDisconnect() {
-	q.onOverflow("disconnect")
-	q.requestClose(closeRequest{code: wire.CloseTooSlow, reason: "too slow: send queue overflow", why: "slow_consumer", immediate: true})
+	q.onOverflow(metrics.OverflowDisconnect)
+	q.requestClose(causeQueueFull)
 }
 
 // overflowLocked drops every droppable entry and marks their
@@ -224,6 +218,32 @@ func (q *sendQueue) overflowLocked(s *subscription) {
 	q.markLaggingLocked(s)
 }
 
+// isLagging reports whether s drops live frames until its catch-up.
+func (q *sendQueue) isLagging(s *subscription) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return s.lagging
+}
+
+// catchUpDue decides a catch-up the writer found scheduled for s: due
+// (with the seq to catch up from) when it was scheduled for s's current
+// Feed and s is attached to it. A catch-up for an older Feed (a Move
+// happened since) is dropped; one for a subscription whose Subscribe has
+// not returned yet (not attached) is re-scheduled by marking s lagging
+// again.
+func (q *sendQueue) catchUpDue(s *subscription, attached bool) (from uint64, due bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.gen != s.catchUpGen {
+		return 0, false
+	}
+	if !attached {
+		q.markLaggingLocked(s)
+		return 0, false
+	}
+	return s.catchUpFrom, true
+}
+
 func (q *sendQueue) markLaggingLocked(s *subscription) {
 	if !s.lagging {
 		s.lagging = true
@@ -233,7 +253,7 @@ func (q *sendQueue) markLaggingLocked(s *subscription) {
 
 // requestClose asks the writer to close the connection; the first request
 // wins.
-func (q *sendQueue) requestClose(r closeRequest) {
+func (q *sendQueue) requestClose(r closeCause) {
 	q.mu.Lock()
 	if q.closeReq == nil {
 		q.closeReq = &r
@@ -251,7 +271,7 @@ func (q *sendQueue) requestClose(r closeRequest) {
 // writer's until the next take), the close request if any, and, when the
 // queue is empty, the subscriptions to catch up. When there is nothing at
 // all it reports ok=false: the writer then lingers for more work and parks.
-func (q *sendQueue) take() (batch []entry, cr *closeRequest, catchUp []*subscription, ok bool) {
+func (q *sendQueue) take() (batch []entry, cr *closeCause, catchUp []*subscription, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 && q.closeReq == nil && len(q.lagging) == 0 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -20,7 +21,7 @@ func liveMsg(seq uint64) *subscriptions.Message {
 }
 
 func TestQueuePushTakeDoesNotAllocate(t *testing.T) {
-	q := newSendQueue(64, 1<<20, func(string) {})
+	q := newSendQueue(64, 1<<20, func(metrics.OverflowAction) {})
 	s := newTestSub(q, "s1")
 	m := liveMsg(1)
 	// Warm the two slices up.
@@ -42,24 +43,24 @@ func TestQueuePushTakeDoesNotAllocate(t *testing.T) {
 }
 
 func TestQueueOverflowDropsDataKeepsControlAndCatchesUp(t *testing.T) {
-	var actions []string
-	q := newSendQueue(3, 1<<20, func(a string) { actions = append(actions, a) })
+	var actions []metrics.OverflowAction
+	q := newSendQueue(3, 1<<20, func(a metrics.OverflowAction) { actions = append(actions, a) })
 	a, b := newTestSub(q, "a"), newTestSub(q, "b")
 	sub := &subscriptions.Message{Frame: wire.SubscribedFrame("e", false)}
 	q.pushMsg(a, sub, true)
-	q.pushCtrl(wire.TypePong, []byte(`{"type":"pong"}`))
+	q.pushCtrl(metrics.SentPong, []byte(`{"type":"pong"}`))
 	q.pushMsg(a, liveMsg(1), false)
 	// The writer took nothing yet; a's seq 1 is queued. b's live message
 	// finds the queue full (3 items).
 	q.pushMsg(b, liveMsg(7), false)
-	if len(actions) != 1 || actions[0] != "catchup" {
+	if len(actions) != 1 || actions[0] != metrics.OverflowCatchup {
 		t.Fatalf("actions %v", actions)
 	}
 	batch, cr, catchUp, _ := q.take()
 	if cr != nil || catchUp != nil {
 		t.Fatalf("unexpected close %v or catch-up %v before drain", cr, catchUp)
 	}
-	if len(batch) != 2 || batch[0].msg != sub || batch[1].typ != wire.TypePong {
+	if len(batch) != 2 || batch[0].msg != sub || batch[1].typ != metrics.SentPong {
 		t.Fatalf("kept %d entries: %+v", len(batch), batch)
 	}
 	// Lagging subscriptions drop live messages until their catch-up.
@@ -90,16 +91,16 @@ func TestQueueOverflowDropsDataKeepsControlAndCatchesUp(t *testing.T) {
 }
 
 func TestQueueHardCapDisconnects(t *testing.T) {
-	var actions []string
-	q := newSendQueue(2, 1<<20, func(a string) { actions = append(actions, a) })
+	var actions []metrics.OverflowAction
+	q := newSendQueue(2, 1<<20, func(a metrics.OverflowAction) { actions = append(actions, a) })
 	for i := 0; i <= 8; i++ { // 4x the bound is allowed; one more is not
-		q.pushCtrl(wire.TypePong, []byte(`{"type":"pong"}`))
+		q.pushCtrl(metrics.SentPong, []byte(`{"type":"pong"}`))
 	}
 	_, cr, _, _ := q.take()
-	if cr == nil || cr.code != wire.CloseTooSlow || cr.why != "slow_consumer" {
+	if cr == nil || cr.code != wire.CloseTooSlow || cr.why != metrics.DisconnectSlowConsumer {
 		t.Fatalf("close request %+v", cr)
 	}
-	if actions[len(actions)-1] != "disconnect" {
+	if actions[len(actions)-1] != metrics.OverflowDisconnect {
 		t.Fatalf("actions %v", actions)
 	}
 }

@@ -22,7 +22,7 @@ func (s *Server) EndUser(userID string) {
 func (s *Server) closeMatching(match func(*authz.Principal) bool, reason string) {
 	for _, c := range s.snapshotConns() {
 		if p := c.principal.Load(); p != nil && match(p) {
-			c.closeWith(wire.CloseUnauthenticated, reason, "auth_invalid", false)
+			c.closeWith(causeAuthInvalid(reason))
 		}
 	}
 }

@@ -336,26 +336,26 @@ func (s *Server) refuse(w http.ResponseWriter, status int, retry time.Duration, 
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
 	if s.draining.Load() {
-		s.m.Handshakes["error"].Inc()
+		s.m.Handshakes[metrics.HandshakeError].Inc()
 		s.refuse(w, http.StatusServiceUnavailable, time.Second, "server is draining; reconnect to another instance")
 		return
 	}
 	ip := s.clientIP(r)
 	if ok, retry := s.handshakes.take(ip, 1); !ok {
-		s.m.Handshakes["rate_limited"].Inc()
-		s.m.RateLimited["handshake"].Inc()
+		s.m.Handshakes[metrics.HandshakeRateLimited].Inc()
+		s.m.RateLimited[metrics.LimitHandshake].Inc()
 		s.refuse(w, http.StatusTooManyRequests, retry, "handshake limit: too many connections from this address")
 		return
 	}
 	if ok, retry := s.authFails.available(ip); !ok {
-		s.m.Handshakes["rate_limited"].Inc()
-		s.m.RateLimited["auth_failures"].Inc()
+		s.m.Handshakes[metrics.HandshakeRateLimited].Inc()
+		s.m.RateLimited[metrics.LimitAuthFailures].Inc()
 		s.refuse(w, http.StatusTooManyRequests, retry, "auth_failures limit: too many failed authentications from this address")
 		return
 	}
 	origin := r.Header.Get("Origin")
 	if origin != "" && !s.origins.Allowed(origin) {
-		s.m.Handshakes["forbidden_origin"].Inc()
+		s.m.Handshakes[metrics.HandshakeForbiddenOrigin].Inc()
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
@@ -366,7 +366,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		InsecureSkipVerify: true, // the origin allowlist above already decided
 	})
 	if err != nil {
-		s.m.Handshakes["error"].Inc()
+		s.m.Handshakes[metrics.HandshakeError].Inc()
 		return
 	}
 	c := s.newConn(ws, wsTransport{ws: ws, bc: bw.bc}, ip, start)
@@ -454,7 +454,7 @@ func (s *Server) Drain(ctx context.Context) {
 				t.Stop()
 			}
 		}
-		c.closeWith(wire.CloseServiceRestart, "server restarting; reconnect", "drain", true)
+		c.closeWith(causeDrain)
 	}
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
@@ -485,13 +485,4 @@ func (s *Server) sweepLimiters(ctx context.Context, every time.Duration) {
 			s.authFails.sweep()
 		}
 	}
-}
-
-func containsAny(s string, subs ...string) bool {
-	for _, x := range subs {
-		if strings.Contains(s, x) {
-			return true
-		}
-	}
-	return false
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/wire"
 )
 
@@ -29,33 +30,33 @@ import (
 func (s *Server) handleSSE(w http.ResponseWriter, r *http.Request) {
 	start := s.clock.Now()
 	if s.draining.Load() {
-		s.m.Handshakes["error"].Inc()
+		s.m.Handshakes[metrics.HandshakeError].Inc()
 		s.refuseJSON(w, http.StatusServiceUnavailable, time.Second, wire.CodeUnavailable, "server is draining; reconnect to another instance")
 		return
 	}
 	ip := s.clientIP(r)
 	if ok, retry := s.handshakes.take(ip, 1); !ok {
-		s.m.Handshakes["rate_limited"].Inc()
-		s.m.RateLimited["handshake"].Inc()
+		s.m.Handshakes[metrics.HandshakeRateLimited].Inc()
+		s.m.RateLimited[metrics.LimitHandshake].Inc()
 		s.refuseJSON(w, http.StatusTooManyRequests, retry, wire.CodeRateLimited, "handshake limit: too many connections from this address")
 		return
 	}
 	if ok, retry := s.authFails.available(ip); !ok {
-		s.m.Handshakes["rate_limited"].Inc()
-		s.m.RateLimited["auth_failures"].Inc()
+		s.m.Handshakes[metrics.HandshakeRateLimited].Inc()
+		s.m.RateLimited[metrics.LimitAuthFailures].Inc()
 		s.refuseJSON(w, http.StatusTooManyRequests, retry, wire.CodeRateLimited, "auth_failures limit: too many failed authentications from this address")
 		return
 	}
 	origin := r.Header.Get("Origin")
 	if origin != "" && !s.origins.Allowed(origin) {
-		s.m.Handshakes["forbidden_origin"].Inc()
+		s.m.Handshakes[metrics.HandshakeForbiddenOrigin].Inc()
 		s.refuseJSON(w, http.StatusForbidden, 0, wire.CodeForbidden, "origin not allowed")
 		return
 	}
 	m, err := sseRequest(r)
 	if err != nil {
-		s.m.Handshakes["error"].Inc()
-		s.m.ClientMessages["invalid"].Inc()
+		s.m.Handshakes[metrics.HandshakeError].Inc()
+		s.m.ClientMessages[metrics.ClientInvalid].Inc()
 		s.refuseJSON(w, http.StatusBadRequest, 0, wire.CodeBadRequest, err.Error())
 		return
 	}
@@ -66,8 +67,8 @@ func (s *Server) handleSSE(w http.ResponseWriter, r *http.Request) {
 		if token == "" {
 			reason = authz.ReasonMissing
 		}
-		s.m.AuthFailures[reason].Inc()
-		s.m.Handshakes["unauthorized"].Inc()
+		s.m.AuthFailures[authFailOf(reason)].Inc()
+		s.m.Handshakes[metrics.HandshakeUnauthorized].Inc()
 		s.authFails.take(ip, 1)
 		s.refuseJSON(w, http.StatusUnauthorized, 0, wire.CodeUnauthorized, closeReasonFor(reason))
 		return
@@ -81,7 +82,7 @@ func (s *Server) handleSSE(w http.ResponseWriter, r *http.Request) {
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	s.m.ClientMessages[wire.TypeSubscribe].Inc()
+	s.m.ClientMessages[metrics.ClientSubscribe].Inc()
 	c := s.newConn(nil, &sseTransport{w: w, rc: rc, epochs: map[*subscription]string{}}, ip, start)
 	c.cancel()
 	c.ctx, c.cancel = context.WithCancel(r.Context())
@@ -143,7 +144,7 @@ func (c *conn) serveSSE(p *authz.Principal, m wire.ClientMessage) {
 		c.subscribe(m)
 	}
 	<-c.ctx.Done()
-	c.setWhy("client")
+	c.setWhy(metrics.DisconnectClient)
 }
 
 // sseTransport writes protocol messages as SSE events. Only the writer

@@ -16,19 +16,8 @@ import (
 // Namespace prefixes every metric.
 const Namespace = "firegate"
 
-// Label values, exactly as DESIGN.md lists them.
-var (
-	HandshakeResults  = []string{"ok", "unauthorized", "forbidden_origin", "rate_limited", "error"}
-	AuthFailReasons   = []string{"missing", "malformed", "expired", "not_yet_valid", "bad_signature", "unknown_kid", "bad_issuer", "bad_azp", "bad_alg"}
-	DisconnectReasons = []string{"client", "auth_expired", "auth_invalid", "user_changed", "rate_limited", "slow_consumer", "too_big", "drain", "error"}
-	SentTypes         = []string{"welcome", "subscribed", "snapshot", "changes", "unsubscribed", "error", "auth_expiring", "pong"}
-	ClientTypes       = []string{"auth", "subscribe", "unsubscribe", "ping", "invalid"}
-	OverflowActions   = []string{"catchup", "disconnect"}
-	Limits            = []string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds"}
-)
-
-// Metrics holds every collector. Map fields are filled for every label value
-// at construction and never written afterwards, so reading them
+// Metrics holds every collector. The labelled arrays are filled for every
+// label value at construction and never written afterwards, so reading them
 // concurrently is safe.
 type Metrics struct {
 	ConnectionsActive   prometheus.Gauge
@@ -44,13 +33,15 @@ type Metrics struct {
 	UpstreamLag         prometheus.Histogram
 	HandshakeLatency    prometheus.Histogram
 
-	Handshakes       map[string]prometheus.Counter
-	AuthFailures     map[string]prometheus.Counter
-	Disconnects      map[string]prometheus.Counter
-	MessagesSent     map[string]prometheus.Counter
-	ClientMessages   map[string]prometheus.Counter
-	QueueOverflows   map[string]prometheus.Counter
-	RateLimited      map[string]prometheus.Counter
+	// Labelled families, indexed by their typed label constants
+	// (labels.go).
+	Handshakes       [numHandshakeResults]prometheus.Counter
+	AuthFailures     [numAuthFailReasons]prometheus.Counter
+	Disconnects      [numDisconnectReasons]prometheus.Counter
+	MessagesSent     [numSentTypes]prometheus.Counter
+	ClientMessages   [numClientTypes]prometheus.Counter
+	QueueOverflows   [numOverflowActions]prometheus.Counter
+	RateLimited      [numLimits]prometheus.Counter
 	FeedErrorsByCode map[codes.Code]prometheus.Counter
 
 	// Ready is 1 while /readyz would answer 200.
@@ -63,6 +54,9 @@ var LatencyBuckets = prometheus.ExponentialBucketsRange(0.0001, 10, 21)
 // New creates the collectors and registers them (and the Go and process
 // collectors) on reg; reg may be nil.
 func New(reg prometheus.Registerer) *Metrics {
+	if err := checkLabels(); err != nil {
+		panic(err)
+	}
 	m := &Metrics{}
 	var cs []prometheus.Collector
 	gauge := func(name, help string) prometheus.Gauge {
@@ -80,14 +74,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		cs = append(cs, h)
 		return h
 	}
-	vec := func(name, help, label string, values []string) map[string]prometheus.Counter {
+	vec := func(name, help, label string, values []string, out []prometheus.Counter) {
 		v := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, []string{label})
 		cs = append(cs, v)
-		out := make(map[string]prometheus.Counter, len(values))
-		for _, val := range values {
-			out[val] = v.WithLabelValues(val)
+		for i, val := range values {
+			out[i] = v.WithLabelValues(val)
 		}
-		return out
 	}
 	m.ConnectionsActive = gauge("connections_active", "Open client connections (WebSocket and SSE).")
 	m.SubscriptionsActive = gauge("subscriptions_active", "Live subscriptions across all connections.")
@@ -106,13 +98,13 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.PolicyReloads.WithLabelValues("error")
 	cs = append(cs, m.PolicyReloads)
 
-	m.Handshakes = vec("handshakes_total", "WebSocket and SSE handshakes by result.", "result", HandshakeResults)
-	m.AuthFailures = vec("auth_failures_total", "Token verification failures by reason.", "reason", AuthFailReasons)
-	m.Disconnects = vec("disconnects_total", "Closed connections by reason.", "reason", DisconnectReasons)
-	m.MessagesSent = vec("messages_sent_total", "Messages written to clients by type.", "type", SentTypes)
-	m.ClientMessages = vec("client_messages_total", "Messages received from clients by type.", "type", ClientTypes)
-	m.QueueOverflows = vec("send_queue_overflows_total", "Send queue overflows by the action taken.", "action", OverflowActions)
-	m.RateLimited = vec("rate_limited_total", "Refusals by the limit that refused.", "limit", Limits)
+	vec("handshakes_total", "WebSocket and SSE handshakes by result.", "result", HandshakeResults, m.Handshakes[:])
+	vec("auth_failures_total", "Token verification failures by reason.", "reason", AuthFailReasons, m.AuthFailures[:])
+	vec("disconnects_total", "Closed connections by reason.", "reason", DisconnectReasons, m.Disconnects[:])
+	vec("messages_sent_total", "Messages written to clients by type.", "type", SentTypes, m.MessagesSent[:])
+	vec("client_messages_total", "Messages received from clients by type.", "type", ClientTypes, m.ClientMessages[:])
+	vec("send_queue_overflows_total", "Send queue overflows by the action taken.", "action", OverflowActions, m.QueueOverflows[:])
+	vec("rate_limited_total", "Refusals by the limit that refused.", "limit", Limits, m.RateLimited[:])
 
 	fe := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "feed_errors_total", Help: "Upstream listener errors by gRPC code."}, []string{"code"})
 	cs = append(cs, fe)

@@ -68,7 +68,7 @@ var ErrHubClosed = errors.New("subscriptions: hub closed")
 // RetryAfter is a hint: the Hub's linger, after which idle Feeds free their
 // slots (at least one second).
 type LimitError struct {
-	Limit      string
+	Limit      metrics.Limit
 	RetryAfter time.Duration
 }
 
@@ -76,10 +76,10 @@ func (e *LimitError) Error() string {
 	return fmt.Sprintf("feed limit %q reached; retry after %s", e.Limit, e.RetryAfter)
 }
 
-// Limit names carried by LimitError (the rate_limited_total label values).
+// Limits carried by LimitError (rate_limited_total label values).
 const (
-	LimitFeeds          = "feeds"
-	LimitFeedsPerTenant = "feeds_per_org"
+	LimitFeeds          = metrics.LimitFeeds
+	LimitFeedsPerTenant = metrics.LimitFeedsPerOrg
 )
 
 const hubShards = 32
@@ -347,15 +347,11 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 func (h *Hub) takeSlot(tenant string) error {
 	h.limMu.Lock()
 	defer h.limMu.Unlock()
-	limit := ""
 	switch {
 	case h.total >= h.cfg.MaxFeeds:
-		limit = LimitFeeds
+		return &LimitError{Limit: LimitFeeds, RetryAfter: max(h.cfg.Linger, time.Second)}
 	case h.perTenant[tenant] >= h.cfg.MaxFeedsPerTenant:
-		limit = LimitFeedsPerTenant
-	}
-	if limit != "" {
-		return &LimitError{Limit: limit, RetryAfter: max(h.cfg.Linger, time.Second)}
+		return &LimitError{Limit: LimitFeedsPerTenant, RetryAfter: max(h.cfg.Linger, time.Second)}
 	}
 	h.total++
 	h.perTenant[tenant]++

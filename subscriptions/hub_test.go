@@ -152,7 +152,7 @@ func TestFeedLimits(t *testing.T) {
 		cfg       HubConfig
 		subs      []FeedSpec // all must succeed
 		refused   FeedSpec
-		limit     string
+		limit     metrics.Limit
 		joinAtCap FeedSpec
 		otherOK   *FeedSpec // a new Feed that is still allowed
 	}{
@@ -161,7 +161,7 @@ func TestFeedLimits(t *testing.T) {
 			cfg:       HubConfig{MaxFeeds: 2},
 			subs:      []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "b")},
 			refused:   hsSpec("k3", "c"),
-			limit:     "feeds",
+			limit:     metrics.LimitFeeds,
 			joinAtCap: hsSpec("k2", "b"),
 		},
 		{
@@ -169,7 +169,7 @@ func TestFeedLimits(t *testing.T) {
 			cfg:       HubConfig{MaxFeedsPerTenant: 2},
 			subs:      []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "a")},
 			refused:   hsSpec("k3", "a"),
-			limit:     "feeds_per_org",
+			limit:     metrics.LimitFeedsPerOrg,
 			joinAtCap: hsSpec("k2", "a"),
 			otherOK:   &FeedSpec{Key: "k4", Tenant: "b"},
 		},

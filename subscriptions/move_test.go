@@ -392,13 +392,13 @@ func TestMoveLimits(t *testing.T) {
 		{name: "MaxFeeds at the edge", cfg: HubConfig{MaxFeeds: 2},
 			existing: []FeedSpec{hsSpec("k1", "a")}, target: hsSpec("k2", "a"), feeds: 2},
 		{name: "MaxFeeds past the edge", cfg: HubConfig{MaxFeeds: 2},
-			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "b")}, target: hsSpec("k3", "c"), limit: LimitFeeds, feeds: 2},
+			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "b")}, target: hsSpec("k3", "c"), limit: LimitFeeds.String(), feeds: 2},
 		{name: "MaxFeeds joining an existing Feed", cfg: HubConfig{MaxFeeds: 2},
 			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "b")}, target: hsSpec("k2", "b"), feeds: 2},
 		{name: "MaxFeedsPerTenant at the edge", cfg: HubConfig{MaxFeedsPerTenant: 2},
 			existing: []FeedSpec{hsSpec("k1", "a")}, target: hsSpec("k2", "a"), feeds: 2},
 		{name: "MaxFeedsPerTenant past the edge", cfg: HubConfig{MaxFeedsPerTenant: 2},
-			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "a")}, target: hsSpec("k3", "a"), limit: LimitFeedsPerTenant, feeds: 2},
+			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "a")}, target: hsSpec("k3", "a"), limit: LimitFeedsPerTenant.String(), feeds: 2},
 		{name: "MaxFeedsPerTenant another tenant", cfg: HubConfig{MaxFeedsPerTenant: 2},
 			existing: []FeedSpec{hsSpec("k1", "a"), hsSpec("k2", "a")}, target: hsSpec("k3", "b"), feeds: 3},
 	}
@@ -431,7 +431,7 @@ func TestMoveLimits(t *testing.T) {
 				}
 			} else {
 				var le *LimitError
-				if !errors.As(err, &le) || le.Limit != tc.limit || le.RetryAfter <= 0 || s != nil {
+				if !errors.As(err, &le) || le.Limit.String() != tc.limit || le.RetryAfter <= 0 || s != nil {
 					t.Fatalf("Move past the cap = %v, %v; want *LimitError %q with RetryAfter", s, err, tc.limit)
 				}
 				// Refused, old is detached all the same: nothing more reaches r.
