@@ -341,7 +341,7 @@ func TestMintErrors(t *testing.T) {
 func FuzzMintV2RoundTrip(f *testing.F) {
 	d := testIssuer(f, testIssuerURL)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(f, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(f, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	f.Add("admin", "org:invoices:read org:invoices:write")
 	f.Add("member", "org:tasks:read org:invoices:read org:tasks:write org:tasks:read")
 	f.Add("x", "")

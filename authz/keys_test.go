@@ -75,7 +75,7 @@ func TestUnknownKidFlood(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	srv := newJWKSServer(t, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	good := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 	const n = 1000
 
@@ -129,7 +129,7 @@ func TestRefetchRechecksInterval(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	srv := newJWKSServer(t, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock})
 	if _, err := v.keys.get(context.Background(), "forged"); !errors.Is(err, errUnknownKID) {
 		t.Fatalf("get = %v", err)
 	}
@@ -163,7 +163,7 @@ func TestCachedKeyDoesNotWaitForFetch(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	srv := newJWKSServer(t, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	good := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 	if _, err := v.Verify(context.Background(), good); err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func TestRotationAfterInterval(t *testing.T) {
 	b := testIssuerWithKey(t, testIssuerURL, 1, "ins_test_1")
 	srv := newJWKSServer(t, a.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: a.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: a.Issuer(), AllowMissingAzp: true, Clock: clock})
 	tokA := mint(t, a, MintOptions{UserID: "user_1", IssuedAt: t0, TTL: time.Hour})
 	tokB := mint(t, b, MintOptions{UserID: "user_1", IssuedAt: t0, TTL: time.Hour})
 
@@ -254,7 +254,7 @@ func TestRunFollowsRotation(t *testing.T) {
 	b := testIssuerWithKey(t, testIssuerURL, 1, "ins_test_1")
 	srv := newJWKSServer(t, a.JWKS())
 	clock := newFakeClock(t0) // frozen: unknown kids never refetch, only Run does
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: a.Issuer(), AllowMissingAzp: true, Clock: clock.Now,
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: a.Issuer(), AllowMissingAzp: true, Clock: clock,
 		RefreshInterval: 20 * time.Millisecond})
 	tokA := mint(t, a, MintOptions{UserID: "user_1", IssuedAt: t0})
 	tokB := mint(t, b, MintOptions{UserID: "user_1", IssuedAt: t0})
@@ -292,7 +292,7 @@ func TestRunRetriesUntilReady(t *testing.T) {
 	srv := newJWKSServer(t, d.JWKS())
 	srv.status.Store(500)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock.Now, RefreshInterval: 10 * time.Millisecond})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock, RefreshInterval: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -367,7 +367,7 @@ func TestFetchFailureKeepsKeys(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newJWKSServer(t, d.JWKS())
 			clock := newFakeClock(t0)
-			v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+			v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 			tok := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 			if err := v.Refresh(context.Background()); err != nil {
 				t.Fatal(err)
@@ -538,7 +538,7 @@ func TestVerifyECDSAKey(t *testing.T) {
 	doc, _ := json.Marshal(map[string]any{"keys": []json.RawMessage{jwkJSON(t, &ec.PublicKey, "ec1", "ES256", "sig")}})
 	srv := newJWKSServer(t, doc)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: testIssuerURL, AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: testIssuerURL, AllowMissingAzp: true, Clock: clock})
 	sign := func(alg jose.SignatureAlgorithm, key any) string {
 		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key},
 			(&jose.SignerOptions{}).WithHeader("kid", "ec1").WithType("JWT"))

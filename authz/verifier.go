@@ -15,6 +15,7 @@ import (
 	"github.com/clerk/clerk-sdk-go/v2"
 	"github.com/clerk/clerk-sdk-go/v2/jwks"
 	clerkjwt "github.com/clerk/clerk-sdk-go/v2/jwt"
+	"github.com/firegate/firegate/internal/clock"
 	jose "github.com/go-jose/go-jose/v3"
 	josejson "github.com/go-jose/go-jose/v3/json"
 	josejwt "github.com/go-jose/go-jose/v3/jwt"
@@ -69,8 +70,8 @@ type VerifierConfig struct {
 	// HTTPClient fetches the JWKS. Nil means a client with a 10s timeout.
 	HTTPClient *http.Client
 	// Clock is the time source of expiry checks and of the refetch
-	// interval. Nil means time.Now.
-	Clock func() time.Time
+	// interval. Nil means the wall clock.
+	Clock clock.Clock
 	// Logger receives key fetch events (never tokens). Nil discards.
 	Logger *slog.Logger
 }
@@ -150,10 +151,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
-	now := cfg.Clock
-	if now == nil {
-		now = time.Now
-	}
+	now := clock.Or(cfg.Clock).Now
 	v.clock = clockFunc(now)
 	if issuer != "" {
 		v.proxyURL = &v.issuer

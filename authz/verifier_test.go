@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/firegate/firegate/internal/clock"
 )
 
 // Test fixtures. RSA key generation is slow, so keys are made once.
@@ -85,30 +87,9 @@ func jwksOf(t testing.TB, issuers ...*DevIssuer) []byte {
 	return b
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = clock.Fake
 
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock(t time.Time) *fakeClock { return clock.NewFake(t) }
 
 // jwksServer serves a swappable JWKS document and counts requests.
 type jwksServer struct {
@@ -222,7 +203,7 @@ func TestVerifyReasons(t *testing.T) {
 	v := newTestVerifier(t, VerifierConfig{
 		JWKSURL:         srv.URL,
 		Issuer:          d.Issuer(),
-		Clock:           clock.Now,
+		Clock:           clock,
 		AuthorizedParty: func(azp string) bool { return azp == appOrigin },
 	})
 	base := MintOptions{UserID: "user_1", Azp: appOrigin, IssuedAt: t0}
@@ -343,7 +324,7 @@ func TestVerifyMaxTokenBytes(t *testing.T) {
 		{"one byte over", len(tok) - 1, ReasonMalformed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, MaxTokenBytes: tt.max})
+			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock, MaxTokenBytes: tt.max})
 			_, err := v.Verify(context.Background(), tok)
 			if tt.want == "" {
 				if err != nil {
@@ -356,7 +337,7 @@ func TestVerifyMaxTokenBytes(t *testing.T) {
 	}
 	// The default admits Clerk-sized tokens with room for custom claims, and
 	// no more than DefaultMaxTokenBytes.
-	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	big := o
 	big.Extra = map[string]any{"public_metadata": map[string]any{"pad": strings.Repeat("a", 8<<10)}}
 	if _, err := v.Verify(context.Background(), mint(t, d, big)); err != nil {
@@ -395,7 +376,7 @@ func TestVerifyLeeway(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newFakeClock(tt.now)
-			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, Leeway: tt.leeway})
+			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock, Leeway: tt.leeway})
 			o := tt.opts
 			o.UserID = "user_1"
 			tok := mint(t, d, o)
@@ -433,7 +414,7 @@ func TestVerifyAzp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock.Now,
+			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock,
 				AuthorizedParty: tt.allowed, AllowMissingAzp: tt.allowMissing})
 			tok := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0, Azp: tt.azp})
 			p, err := v.Verify(context.Background(), tok)
@@ -471,7 +452,7 @@ func TestVerifyIssuerRule(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := testIssuer(t, tt.iss)
-			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: tt.configured, AllowMissingAzp: true, Clock: clock.Now})
+			v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: tt.configured, AllowMissingAzp: true, Clock: clock})
 			tok := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 			_, err := v.Verify(context.Background(), tok)
 			if tt.want == "" {
@@ -521,7 +502,7 @@ func TestVerifyKeySources(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Clock = clock.Now
+			cfg.Clock = clock
 			cfg.AllowMissingAzp = true
 			v := newTestVerifier(t, cfg)
 			if got := v.Ready(); got != (tt.server == nil) {
@@ -568,7 +549,7 @@ func TestVerifyKeySources(t *testing.T) {
 	}
 
 	t.Run("Backend API refuses the secret", func(t *testing.T) {
-		v := newTestVerifier(t, VerifierConfig{SecretKey: "sk_test_wrong", BackendURL: backend.URL + "/v1", Issuer: d.Issuer(), Clock: clock.Now})
+		v := newTestVerifier(t, VerifierConfig{SecretKey: "sk_test_wrong", BackendURL: backend.URL + "/v1", Issuer: d.Issuer(), Clock: clock})
 		if err := v.Refresh(context.Background()); err == nil || strings.Contains(err.Error(), "sk_test_wrong") {
 			t.Fatalf("Refresh = %v, want an error that does not reveal the secret", err)
 		}
@@ -652,7 +633,7 @@ func TestNewVerifierConfig(t *testing.T) {
 func TestVerifyPrincipal(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	clock := newFakeClock(t0.Add(10 * time.Second))
-	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock})
 	tok := mint(t, d, MintOptions{
 		UserID: "user_42", SessionID: "sess_42", Azp: appOrigin, IssuedAt: t0, TTL: 90 * time.Second,
 		OrgID: "org_1", OrgSlug: "acme", OrgRole: "org:member", OrgPermissions: []string{"org:tasks:read"},
@@ -696,7 +677,7 @@ func TestVerifyPrincipal(t *testing.T) {
 func TestVerifyV1V2(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	tests := []struct {
 		name  string
 		role  string
@@ -754,7 +735,7 @@ func TestVerifyConcurrent(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	srv := newJWKSServer(t, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now})
+	v := newTestVerifier(t, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock})
 	tok := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -782,8 +763,8 @@ func FuzzVerify(f *testing.F) {
 	d := testIssuer(f, testIssuerURL)
 	srv := newJWKSServer(f, d.JWKS())
 	clock := newFakeClock(t0)
-	jwksV := newTestVerifier(f, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock.Now})
-	pemV := newTestVerifier(f, VerifierConfig{PEMKey: d.PublicKeyPEM(), Clock: clock.Now, AllowMissingAzp: true})
+	jwksV := newTestVerifier(f, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock})
+	pemV := newTestVerifier(f, VerifierConfig{PEMKey: d.PublicKeyPEM(), Clock: clock, AllowMissingAzp: true})
 	good := mint(f, d, MintOptions{UserID: "user_1", Azp: appOrigin, IssuedAt: t0})
 	parts := strings.Split(good, ".")
 	for _, s := range []string{
@@ -837,7 +818,7 @@ func BenchmarkVerifyCachedKey(b *testing.B) {
 	d := testIssuer(b, testIssuerURL)
 	srv := newJWKSServer(b, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(b, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock.Now,
+	v := newTestVerifier(b, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock,
 		AuthorizedParty: func(azp string) bool { return azp == appOrigin }})
 	tok := mint(b, d, MintOptions{UserID: "user_1", SessionID: "sess_1", Azp: appOrigin, IssuedAt: t0,
 		OrgID: "org_1", OrgSlug: "acme", OrgRole: "org:admin", OrgPermissions: []string{"org:tasks:read", "org:tasks:write"},
@@ -858,7 +839,7 @@ func BenchmarkVerifyCachedKey(b *testing.B) {
 func BenchmarkVerifyCachedKeyParallel(b *testing.B) {
 	d := testIssuer(b, testIssuerURL)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(b, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock.Now, AllowMissingAzp: true})
+	v := newTestVerifier(b, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), Clock: clock, AllowMissingAzp: true})
 	tok := mint(b, d, MintOptions{UserID: "user_1", IssuedAt: t0})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -877,7 +858,7 @@ func BenchmarkVerifyRejectUnknownKID(b *testing.B) {
 	d := testIssuer(b, testIssuerURL)
 	srv := newJWKSServer(b, d.JWKS())
 	clock := newFakeClock(t0)
-	v := newTestVerifier(b, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock.Now})
+	v := newTestVerifier(b, VerifierConfig{JWKSURL: srv.URL, Issuer: d.Issuer(), Clock: clock})
 	tok := mint(b, d, MintOptions{UserID: "user_1", IssuedAt: t0, KeyID: "ins_forged"})
 	ctx := context.Background()
 	_, _ = v.Verify(ctx, tok)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/internal/clock"
 )
 
 // fixedNow is the clock of token tests.
@@ -21,7 +22,7 @@ func verifierFor(t *testing.T, iss *authz.DevIssuer, now time.Time) *authz.Verif
 		PEMKey:          iss.PublicKeyPEM(),
 		Issuer:          iss.Issuer(),
 		AuthorizedParty: func(azp string) bool { return azp == "http://127.0.0.1:8080" },
-		Clock:           func() time.Time { return now },
+		Clock:           clock.NowFunc(func() time.Time { return now }),
 	})
 	if err != nil {
 		t.Fatal(err)

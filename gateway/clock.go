@@ -1,21 +1,11 @@
 package gateway
 
-import "time"
+import "github.com/firegate/firegate/internal/clock"
 
-// Clock is the gateway's source of time, injectable for tests of expiry
-// logic. Implementations must be safe for concurrent use.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine after d.
-	AfterFunc(d time.Duration, f func()) Timer
-}
+// Clock is the gateway's source of time (internal/clock): expiry timers,
+// the writer's linger and the drain schedule all use it, so tests drive
+// them with a clock.Fake. Nil in Deps means the wall clock.
+type Clock = clock.Clock
 
 // Timer is a stoppable AfterFunc timer.
-type Timer interface{ Stop() bool }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) Timer {
-	return time.AfterFunc(d, f)
-}
+type Timer = clock.Timer

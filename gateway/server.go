@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/internal/clock"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
@@ -113,7 +114,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.clock == nil {
-		s.clock = realClock{}
+		s.clock = clock.Real
 	}
 	if s.extra == nil {
 		s.extra = http.NotFoundHandler()
@@ -447,27 +448,40 @@ func (s *Server) Drain(ctx context.Context) {
 	t0 := s.clock.Now()
 	for i, c := range conns {
 		if wait := t0.Add(time.Duration(i) * step).Sub(s.clock.Now()); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
+			s.wait(ctx, wait)
 		}
 		c.closeWith(causeDrain)
 	}
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
+	// Give the closes up to drainCloseGrace (on the server's clock) to
+	// finish; poll the connection count meanwhile.
+	graceOver := make(chan struct{})
+	grace := s.clock.AfterFunc(drainCloseGrace, func() { close(graceOver) })
+	defer grace.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for s.ConnCount() > 0 {
 		select {
 		case <-tick.C:
-		case <-deadline.C:
+		case <-graceOver:
 			return
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// drainCloseGrace is how long Drain waits, after the last close was
+// requested, for the connections to finish closing.
+const drainCloseGrace = 10 * time.Second
+
+// wait blocks for d on the server's clock, or until ctx ends.
+func (s *Server) wait(ctx context.Context, d time.Duration) {
+	done := make(chan struct{})
+	t := s.clock.AfterFunc(d, func() { close(done) })
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Stop()
 	}
 }
 

@@ -36,20 +36,16 @@ const writerLinger = 3 * time.Second
 func (c *conn) writeLoop() {
 	defer c.writers.Done()
 	s := c.s
-	var idle *time.Timer
 	for {
 		batch, cr, catchUp, ok := c.q.take()
 		if !ok {
-			if idle == nil {
-				idle = time.NewTimer(writerLinger)
-			} else {
-				idle.Reset(writerLinger)
-			}
+			lingered := make(chan struct{})
+			idle := s.clock.AfterFunc(writerLinger, func() { close(lingered) })
 			select {
 			case <-c.q.wake:
 				idle.Stop()
 				continue
-			case <-idle.C:
+			case <-lingered:
 			case <-c.ctx.Done():
 				idle.Stop()
 			}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/firegate/firegate/internal/clock"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/wire"
 )
@@ -44,8 +45,9 @@ type HubConfig struct {
 	Metrics *metrics.Metrics
 	// Logger receives listener failures at Warn; nil discards.
 	Logger *slog.Logger
-	// Clock stamps replay entries and decides their age; nil means time.Now.
-	Clock func() time.Time
+	// Clock stamps replay entries, decides their age and schedules linger
+	// expiry; nil means the wall clock.
+	Clock clock.Clock
 }
 
 // Defaults applied by NewHub to zero HubConfig fields.
@@ -188,18 +190,16 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	h := &Hub{
 		src:       src,
 		cfg:       cfg,
 		m:         cfg.Metrics,
 		log:       cfg.Logger,
-		now:       cfg.Clock,
+		now:       cfg.Clock.Now,
 		seed:      maphash.MakeSeed(),
 		perTenant: make(map[string]int),
-		afterFunc: func(d time.Duration, fn func()) func() bool { return time.AfterFunc(d, fn).Stop },
+		afterFunc: func(d time.Duration, fn func()) func() bool { return cfg.Clock.AfterFunc(d, fn).Stop },
 	}
 	for i := range h.shards {
 		h.shards[i].feeds = make(map[string]*feed)

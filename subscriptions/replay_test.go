@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	fgclock "github.com/firegate/firegate/internal/clock"
+
 	"github.com/firegate/firegate/wire"
 )
 
@@ -135,7 +137,7 @@ func TestResume(t *testing.T) {
 			hsLeakCheck(t)
 			clock := &hsClock{t: hsEpochTime}
 			cfg := tc.cfg
-			cfg.Clock = clock.now
+			cfg.Clock = fgclock.NowFunc(clock.now)
 			h, src, _ := hsNewHub(t, cfg)
 			states, l := hsHistory(t, h, src, clock)
 			if tc.clockAt != 0 {
@@ -213,7 +215,7 @@ func TestCatchUp(t *testing.T) {
 			hsLeakCheck(t)
 			clock := &hsClock{t: hsEpochTime}
 			cfg := tc.cfg
-			cfg.Clock = clock.now
+			cfg.Clock = fgclock.NowFunc(clock.now)
 			h, src, _ := hsNewHub(t, cfg)
 			states, l := hsHistory(t, h, src, clock)
 			// A subscriber that joined at the start and "dropped" everything
