@@ -86,6 +86,7 @@ const (
 // Handler validates cfg and returns the dev handler. Routes:
 //
 //	GET  /, /index.html, /app.js, /firegate.js, /style.css   the demo page
+//	GET  /react/, /react/app.js, /react/style.css          the React example
 //	GET  /.well-known/jwks.json                 the dev issuer's public keys
 //	GET  /dev/token?user=&org=&role=&permissions=&ttl=&v2=   mint a token
 //	GET  /dev/users                             demo users and policy collections

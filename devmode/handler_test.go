@@ -167,8 +167,9 @@ func TestServedOverLoopback(t *testing.T) {
 	}{
 		{"/", "text/html; charset=utf-8", "DEV MODE — tokens are minted by an ephemeral local issuer"},
 		{"/index.html", "text/html; charset=utf-8", `<script type="module" src="app.js">`},
-		{"/app.js", "text/javascript; charset=utf-8", "import { FiregateClient"},
-		{"/firegate.js", "text/javascript; charset=utf-8", "export class FiregateClient"},
+		{"/app.js", "text/javascript; charset=utf-8", "import { collection, createClient"},
+		{"/firegate.js", "text/javascript; charset=utf-8", "function createClient("},
+		{"/react/", "text/html; charset=utf-8", `<div id="root">`},
 		{"/style.css", "text/css; charset=utf-8", ".banner"},
 		{"/.well-known/jwks.json", "application/json", `"kid":"` + testDevIssuer(t).KeyID() + `"`},
 		{"/dev/users", "application/json; charset=utf-8", `"user_dave"`},

@@ -1,6 +1,9 @@
-// Package web embeds the demo page that `firegate dev` serves at `/`: plain
-// HTML, CSS and ES2020 modules with no build step. firegate.js is a small
-// reusable browser client for protocol v1; app.js is the demo UI on top of it.
+// Package web embeds the pages that `firegate dev` serves: the demo page at
+// `/` (plain HTML, CSS and an ES2020 module, app.js, on top of firegate.js,
+// the committed browser build of @firegate/client from clients/js) and the
+// React example (examples/react-clerk, built to react/app.js) at `/react/`.
+// The built files are committed so the Go binary needs no Node; the JS tests
+// fail when they are stale (clients/js/scripts/build.mjs --check).
 package web
 
 import (
@@ -15,10 +18,10 @@ import (
 	"time"
 )
 
-// static holds the page. Only these files are embedded: static/ also holds
-// the client's tests (firegate.test.mjs), which are not served.
+// static holds the pages.
 //
 //go:embed static/index.html static/app.js static/firegate.js static/style.css
+//go:embed static/react/index.html static/react/app.js static/react/style.css
 var static embed.FS
 
 // contentTypes maps the extensions of the embedded files to their media
@@ -45,7 +48,8 @@ type asset struct {
 }
 
 // FS returns the embedded static files (index.html, app.js, firegate.js,
-// style.css) rooted at the static directory.
+// style.css, react/index.html, react/app.js, react/style.css) rooted at the
+// static directory.
 func FS() fs.FS {
 	sub, err := fs.Sub(static, "static")
 	if err != nil { // cannot happen: the directory is embedded
@@ -54,8 +58,9 @@ func FS() fs.FS {
 	return sub
 }
 
-// Handler serves the embedded page: `/` is index.html and every other
-// embedded file is served under its own name. Only GET and HEAD are allowed
+// Handler serves the embedded pages: `/` is index.html, `/react/` is
+// react/index.html (and `/react` redirects there), and every other embedded
+// file is served under its own name. Only GET and HEAD are allowed
 // (405 otherwise); unknown paths are 404. Responses carry an explicit
 // Content-Type, an ETag (If-None-Match is honoured), Cache-Control no-cache,
 // X-Content-Type-Options nosniff and ContentSecurityPolicy. The returned
@@ -83,7 +88,12 @@ func Handler() http.Handler {
 		panic("web: reading embedded files: " + err.Error())
 	}
 	assets["/"] = assets["/index.html"]
+	assets["/react/"] = assets["/react/index.html"]
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/react" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			http.Redirect(w, r, "/react/", http.StatusMovedPermanently)
+			return
+		}
 		a, ok := assets[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)

@@ -1,7 +1,9 @@
-// app.js — the `firegate dev` demo page. Plain ES2020, no dependencies.
-// It mints tokens from /dev/token, streams a collection through
-// firegate.js, and edits documents through /dev/docs (loopback only).
-import { FiregateClient, redactToken } from './firegate.js';
+// app.js — the `firegate dev` demo page, on @firegate/client (firegate.js is
+// its committed browser build). Plain ES2020, no other dependencies. It
+// mints tokens from /dev/token, streams a collection or one document, and
+// edits documents through the gateway's write path (the `write` message:
+// optimistic, pending until confirmed, rolled back when refused).
+import { collection, createClient, doc, redactToken, serverTimestamp } from './firegate.js';
 
 const OPS = ['==', '!=', '<', '<=', '>', '>=', 'in', 'not-in', 'array-contains', 'array-contains-any'];
 const PREFERRED_COLUMNS = ['title', 'text', 'number', 'customer', 'status', 'visibility', 'assignee',
@@ -17,10 +19,11 @@ const state = {
   user: null, // DemoUser
   org: '', // org id used for tokens ('' = none)
   client: null,
-  sub: null, // current Subscription
-  subSpec: null,
+  unsubscribe: null, // stops the current listener
+  target: null, // current Query or DocRef
+  snap: null, // last Snapshot
   welcome: null,
-  rows: new Map(), // doc id -> <tr>
+  rows: new Map(), // doc path -> <tr>
   columns: [],
   simulating: false,
 };
@@ -127,6 +130,7 @@ function tokenURL(orgID) {
 }
 
 async function mintToken(orgID) {
+  if (!state.user) return null; // signed out: the client closes and clears
   const res = await api('GET', tokenURL(orgID));
   log('note', `minted token for ${res.user_id}${res.org_id ? ' in ' + res.org_id : ''}` +
     ` (${res.org_role || 'no role'}), expires ${res.expires_at}: ${redactToken(res.token)}`);
@@ -147,11 +151,11 @@ function renderWelcome(w) {
 function setConnState(s, detail) {
   const pill = $('conn-state');
   let label = s;
-  if (s === 'waiting' && detail) label = `reconnecting in ${Math.round(detail.delayMs)} ms`;
+  if (s === 'waiting' && detail && detail.delayMs !== undefined) label = `reconnecting in ${Math.round(detail.delayMs)} ms`;
   pill.textContent = label;
   pill.className = `pill state-${s}`;
   const ready = s === 'ready';
-  const live = !['idle', 'closed'].includes(s);
+  const live = !['idle', 'closed', 'signed_out'].includes(s);
   $('connect').disabled = live;
   $('disconnect').disabled = !live;
   $('user').disabled = live;
@@ -164,16 +168,22 @@ function setConnState(s, detail) {
 function connect() {
   if (!state.user) return;
   state.org = $('org').value;
-  const client = new FiregateClient({
-    getToken: ({ reason }) => {
-      log('note', `getToken (${reason})`);
-      return mintToken(state.org);
-    },
+  if (state.client) state.client.dispose();
+  const client = createClient({
+    getToken: () => mintToken(state.org),
+    onFrame: (dir, frame) => log(dir, frame),
+    userId: state.user.id,
+    orgId: state.org || null,
+    // One socket for every tab of this page; the cache survives a reload.
+    persistence: true,
   });
-  client.on('frame', (dir, frame) => log(dir, frame));
-  client.on('state', (s, detail) => setConnState(s, detail));
-  client.on('close', (info) => log('note', `closed ${info.code} ${info.reason || ''}` +
-    (info.willReconnect ? ` — reconnecting in ${Math.round(info.delayMs)} ms` : '')));
+  client.on('state', (s, detail) => {
+    setConnState(s, detail);
+    if (detail && detail.code && s !== 'ready') {
+      log('note', `closed ${detail.code} ${detail.reason || ''}` +
+        (detail.willReconnect ? ` — reconnecting in ${Math.round(detail.delayMs)} ms` : ''));
+    }
+  });
   client.on('welcome', (w, prev) => {
     state.welcome = w;
     renderWelcome(w);
@@ -183,21 +193,23 @@ function connect() {
     }
     updateDocButtons();
   });
-  client.on('error', (frame) => showNotice(`error ${frame.code}: ${frame.message}`));
-  client.on('auth_expiring', () => log('note', 'auth_expiring → refreshing the token in-band'));
+  client.on('error', (err) => showNotice(err.message));
   state.client = client;
-  if (state.subSpec) openSubscription(state.subSpec);
-  client.connect();
+  setConnState(client.state);
+  if (state.target) openSubscription(state.target);
 }
 
 function disconnect() {
-  if (state.client) state.client.close();
+  if (state.unsubscribe) state.unsubscribe();
+  state.unsubscribe = null;
+  if (state.client) state.client.dispose();
   state.client = null;
-  state.sub = null;
+  state.snap = null;
   state.welcome = null;
   renderWelcome(null);
   setSubInfo();
   stopSimulation();
+  setConnState('idle');
 }
 
 async function switchOrg() {
@@ -206,8 +218,8 @@ async function switchOrg() {
   const previous = state.org;
   state.org = target;
   try {
-    const token = await mintToken(target);
-    await state.client.refreshAuth(token);
+    // An in-band refresh: the client asks getToken (now for the other org).
+    await state.client.refresh();
     $('org').value = target;
     if (state.simulating) await startSimulation();
   } catch (err) {
@@ -218,8 +230,12 @@ async function switchOrg() {
 
 // ---------- subscription
 
-function readSpec() {
-  const spec = { collection: $('collection').value };
+function readTarget() {
+  const path = $('collection').value.trim();
+  const info = collectionInfo(path);
+  const fields = { created_at: 'timestamp' };
+  if (path.split('/').length % 2 === 0) return doc(path, { fields });
+  let q = collection(path, { fields });
   const field = $('f-field').value.trim();
   if (field) {
     const raw = $('f-value').value.trim();
@@ -229,55 +245,47 @@ function readSpec() {
     } catch (_) {
       // a bare word is a string
     }
-    spec.where = [{ field, op: $('f-op').value, value }];
+    q = q.where(field, $('f-op').value, value);
   }
   const order = $('o-field').value.trim();
-  if (order) spec.order_by = [{ field: order, direction: $('o-dir').value }];
+  if (order) q = q.orderBy(order, $('o-dir').value);
   const limit = parseInt($('limit').value, 10);
-  if (limit > 0) spec.limit = limit;
-  return spec;
+  if (limit > 0) q = q.limit(limit);
+  void info;
+  return q;
 }
 
 function setSubInfo() {
-  const sub = state.sub;
-  if (!sub || !sub.active) {
+  const snap = state.snap;
+  if (!state.unsubscribe) {
     $('sub-info').textContent = '';
     $('unsubscribe').disabled = true;
     return;
   }
   $('unsubscribe').disabled = false;
-  $('sub-info').textContent = `${sub.id} · ${sub.spec.collection} · epoch ${sub.epoch || '—'} · seq ` +
-    `${sub.hasSeq ? sub.seq : '—'} · ${sub.docs.size} docs`;
+  if (!snap) {
+    $('sub-info').textContent = `${state.target.path} · loading`;
+    return;
+  }
+  $('sub-info').textContent = `${state.target.path} · ${snap.status}` +
+    (snap.error ? ` (${snap.error.code})` : '') + (snap.fromCache ? ' · from cache' : '') +
+    ` · ${snap.docs.length} docs` + (snap.hasPendingWrites ? ' · pending writes' : '');
 }
 
-function openSubscription(spec) {
-  if (state.sub) state.sub.unsubscribe();
+function openSubscription(target) {
+  if (state.unsubscribe) state.unsubscribe();
   clearTable();
   showNotice('');
-  state.subSpec = spec;
-  state.sub = state.client.subscribe(spec, {
-    onSubscribed: () => setSubInfo(),
-    onSnapshot: (docs, sub) => {
-      renderTable(sub, new Map(docs.map((d) => [d.id, 'added'])));
-      setSubInfo();
-    },
-    onChanges: (changes, sub) => {
-      const flashes = new Map();
-      for (const c of changes) flashes.set(c.id, c.kind);
-      renderTable(sub, flashes);
-      setSubInfo();
-    },
-    onEnd: (reason, message, info) => {
-      clearTable();
-      showNotice(`unsubscribed: ${reason}${message ? ' — ' + message : ''}` +
-        (info.resubscribing ? ' (re-subscribing in the new org)' : ''));
-      setSubInfo();
-    },
-    onError: (frame, sub, info) => {
-      showNotice(`subscription refused: ${frame.code}${frame.message ? ' — ' + frame.message : ''}` +
-        (info.retrying ? ` (retrying in ${info.delayMs} ms)` : ''));
-      setSubInfo();
-    },
+  state.target = target;
+  state.snap = null;
+  state.unsubscribe = state.client.onSnapshot(target, (snap) => {
+    const prev = state.snap;
+    state.snap = snap;
+    if (snap.error && (!prev || prev.error !== snap.error)) {
+      showNotice(`subscription: ${snap.error.message}` + (snap.status === 'error' ? '' : ' (retrying)'));
+    }
+    renderTable(snap);
+    setSubInfo();
   });
   setSubInfo();
   updateDocButtons();
@@ -285,13 +293,18 @@ function openSubscription(spec) {
 
 function subscribe() {
   if (!state.client) return;
-  openSubscription(readSpec());
+  try {
+    openSubscription(readTarget());
+  } catch (err) {
+    showNotice(err.message);
+  }
 }
 
 function unsubscribe() {
-  if (state.sub) state.sub.unsubscribe();
-  state.sub = null;
-  state.subSpec = null;
+  if (state.unsubscribe) state.unsubscribe();
+  state.unsubscribe = null;
+  state.target = null;
+  state.snap = null;
   clearTable();
   setSubInfo();
   updateDocButtons();
@@ -315,30 +328,10 @@ function columnsFor(docs) {
   return cols.slice(0, MAX_COLUMNS);
 }
 
-function compareValues(a, b) {
-  if (a === b) return 0;
-  if (a === undefined || a === null) return -1;
-  if (b === undefined || b === null) return 1;
-  if (typeof a === 'number' && typeof b === 'number') return a - b;
-  return String(a) < String(b) ? -1 : 1;
-}
-
-function sortedDocs(sub) {
-  const docs = [...sub.docs.values()];
-  const orders = sub.spec.order_by || [];
-  docs.sort((x, y) => {
-    for (const o of orders) {
-      const c = compareValues(x.data?.[o.field], y.data?.[o.field]);
-      if (c !== 0) return o.direction === 'desc' ? -c : c;
-    }
-    return x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
-  });
-  return docs;
-}
-
 function formatValue(v) {
   if (v === undefined) return '';
   if (v === null) return 'null';
+  if (typeof v === 'object' && typeof v.toISOString === 'function') return v.toISOString();
   if (typeof v === 'object') return JSON.stringify(v);
   return String(v);
 }
@@ -349,39 +342,43 @@ function flash(tr, kind) {
   tr.classList.add(kind === 'added' ? 'flash-added' : 'flash-modified');
 }
 
-function actionButtons(doc) {
+function actionButtons(d) {
   const cell = el('td', { class: 'actions' });
-  const data = doc.data || {};
+  const data = d.data || {};
   if (typeof data.status === 'string') {
     const next = { open: 'done', done: 'open', due: 'paid', paid: 'due' }[data.status] || 'open';
     cell.append(el('button', {
-      class: 'small', text: `→ ${next}`, title: 'PATCH status',
-      onclick: () => editDoc(doc.path, { status: next }),
+      class: 'small', text: `→ ${next}`, title: 'update status',
+      onclick: () => write(`update ${d.path}`, state.client.update(d.path, { status: next })),
     }));
   }
   if (typeof data.visibility === 'string') {
     const next = data.visibility === 'private' ? 'public' : 'private';
     cell.append(el('button', {
-      class: 'small', text: `→ ${next}`, title: 'PATCH visibility',
-      onclick: () => editDoc(doc.path, { visibility: next }),
+      class: 'small', text: `→ ${next}`, title: 'update visibility',
+      onclick: () => write(`update ${d.path}`, state.client.update(d.path, { visibility: next })),
     }));
   }
-  cell.append(el('button', { class: 'small', text: 'delete', title: 'DELETE', onclick: () => deleteDoc(doc.path) }));
+  cell.append(el('button', { class: 'small', text: 'delete', title: 'delete',
+    onclick: () => write(`delete ${d.path}`, state.client.delete(d.path)) }));
   return cell;
 }
 
-function fillRow(tr, doc) {
-  const cells = [el('td', { class: 'mono', text: doc.id })];
-  for (const c of state.columns) cells.push(el('td', { text: formatValue(doc.data?.[c]) }));
-  cells.push(el('td', { class: 'mono muted', text: doc.update_time || '' }));
-  cells.push(actionButtons(doc));
+function fillRow(tr, d) {
+  const cells = [el('td', { class: 'mono', text: d.id })];
+  for (const c of state.columns) cells.push(el('td', { text: formatValue(d.data?.[c]) }));
+  cells.push(el('td', { class: 'mono muted', text: d.pending ? 'pending…' : (d.updateTime || '') }));
+  cells.push(actionButtons(d));
   tr.replaceChildren(...cells);
+  tr.classList.toggle('pending', d.pending);
+  tr.dataset.id = d.id;
+  tr.dataset.pending = String(d.pending);
 }
 
-function renderTable(sub, flashes) {
+function renderTable(snap) {
   const table = $('table');
   const tbody = table.tBodies[0];
-  const docs = sortedDocs(sub);
+  const docs = snap.docs;
   const cols = columnsFor(docs);
   const colsChanged = cols.join('\u0000') !== state.columns.join('\u0000');
   if (colsChanged) {
@@ -391,26 +388,27 @@ function renderTable(sub, flashes) {
     head.append(el('th', { text: 'update_time' }), el('th', { text: '' }));
     table.tHead.replaceChildren(head);
   }
+  const kinds = new Map(snap.docChanges().map((c) => [c.doc.path, c.type]));
+  const live = new Set(docs.map((d) => d.path));
   // Rows of removed documents stay a moment, struck through.
-  for (const [id, tr] of state.rows) {
-    if (!sub.docs.has(id)) {
-      state.rows.delete(id);
+  for (const [path, tr] of state.rows) {
+    if (!live.has(path)) {
+      state.rows.delete(path);
       tr.classList.add('removed');
       setTimeout(() => tr.remove(), 900);
     }
   }
   let anchor = tbody.firstChild;
-  for (const doc of docs) {
-    let tr = state.rows.get(doc.id);
-    const kind = flashes.get(doc.id);
+  for (const d of docs) {
+    let tr = state.rows.get(d.path);
+    const kind = kinds.get(d.path);
     if (!tr) {
       tr = el('tr');
-      state.rows.set(doc.id, tr);
-      fillRow(tr, doc);
+      state.rows.set(d.path, tr);
+      fillRow(tr, d);
     } else if (kind || colsChanged) {
-      fillRow(tr, doc);
+      fillRow(tr, d);
     }
-    // Skip rows that are fading out.
     while (anchor && anchor.classList.contains('removed')) anchor = anchor.nextSibling;
     if (anchor !== tr) tbody.insertBefore(tr, anchor);
     else anchor = anchor.nextSibling;
@@ -419,62 +417,50 @@ function renderTable(sub, flashes) {
   $('empty').hidden = docs.length > 0;
 }
 
-// ---------- editing through /dev/docs
+// ---------- writes through the gateway (the `write` message)
 
 function currentCollection() {
-  return state.sub?.spec.collection || $('collection').value;
+  const t = state.target;
+  if (!t) return $('collection').value;
+  return t.kind === 'doc' ? t.parent : t.path;
 }
 
 function updateDocButtons() {
   const ready = state.client?.state === 'ready';
-  $('add').disabled = !ready || !state.sub;
+  $('add').disabled = !ready || !state.target;
   const org = state.welcome?.org_id || '';
   $('simulate').disabled = !ready || !org;
 }
 
-function newDocument(collection) {
-  const info = collectionInfo(collection);
+function newDocument(collectionPath) {
+  const info = collectionInfo(collectionPath);
   const title = $('new-title').value.trim() || 'Untitled';
-  const base = { created_at: { $time: 'now' } };
-  if (info?.scope === 'org') base[info.scope_field || 'org_id'] = state.welcome?.org_id || '';
+  const base = { created_at: serverTimestamp() };
   if (info?.scope === 'user') base[info.scope_field || 'user_id'] = state.user.id;
-  if (collection.endsWith('tasks')) {
+  // Org scope: the gateway stamps the scope field (org_id) itself.
+  if (collectionPath.endsWith('tasks')) {
     return { ...base, title, status: 'open', visibility: $('new-visibility').value, assignee: state.user.id };
   }
-  if (collection === 'invoices') {
+  if (collectionPath === 'invoices') {
     return { ...base, number: `INV-${Math.floor(Math.random() * 9000) + 1000}`, customer: title,
       amount_cents: Math.floor(Math.random() * 100000), currency: 'USD', status: 'due' };
   }
-  if (collection === 'notes') return { ...base, text: title };
+  if (collectionPath === 'notes') return { ...base, text: title };
   return { ...base, title };
 }
 
-async function addDoc() {
-  const collection = currentCollection();
+async function write(what, promise) {
   try {
-    const res = await api('POST', docURL(collection), newDocument(collection));
-    log('note', `created ${res.path}`);
+    const ack = await promise;
+    log('note', `${what}: committed at ${ack.commitTime}`);
   } catch (err) {
-    showNotice(`add failed: ${err.message}`);
+    showNotice(`${what} refused — rolled back: ${err.message}`);
   }
 }
 
-async function editDoc(path, patch) {
-  try {
-    await api('PATCH', docURL(path), patch);
-    log('note', `patched ${path} ${JSON.stringify(patch)}`);
-  } catch (err) {
-    showNotice(`edit failed: ${err.message}`);
-  }
-}
-
-async function deleteDoc(path) {
-  try {
-    await api('DELETE', docURL(path));
-    log('note', `deleted ${path}`);
-  } catch (err) {
-    showNotice(`delete failed: ${err.message}`);
-  }
+function addDoc() {
+  const col = currentCollection();
+  write(`add to ${col}`, state.client.add(col, newDocument(col)));
 }
 
 async function startSimulation() {
