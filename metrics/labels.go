@@ -142,6 +142,8 @@ var labelFamilies = map[string][]string{
 	"client_messages_total":      ClientTypes,
 	"send_queue_overflows_total": OverflowActions,
 	"rate_limited_total":         Limits,
+	"fleet_feeds":                FleetRoles,
+	"fleet_lease_changes_total":  LeaseChanges,
 }
 
 // checkLabels reports the first family whose label values are empty or

@@ -46,6 +46,9 @@ type Metrics struct {
 
 	// Ready is 1 while /readyz would answer 200.
 	Ready prometheus.Gauge
+
+	// Fleet holds the fleet-mode collectors (FIREGATE_NATS_URL).
+	Fleet FleetMetrics
 }
 
 // LatencyBuckets spans 100 µs to 10 s.
@@ -105,6 +108,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	vec("client_messages_total", "Messages received from clients by type.", "type", ClientTypes, m.ClientMessages[:])
 	vec("send_queue_overflows_total", "Send queue overflows by the action taken.", "action", OverflowActions, m.QueueOverflows[:])
 	vec("rate_limited_total", "Refusals by the limit that refused.", "limit", Limits, m.RateLimited[:])
+
+	m.Fleet = newFleet(&cs)
+	cs = append(cs, buildInfo())
 
 	fe := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "feed_errors_total", Help: "Upstream listener errors by gRPC code."}, []string{"code"})
 	cs = append(cs, fe)
