@@ -546,7 +546,7 @@ func TestVerifyECDSAKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		tok, err := josejwt.Signed(signer).Claims(map[string]any{
-			"iss": testIssuerURL, "sub": "user_ec", "iat": t0.Unix(), "exp": t0.Unix() + 60}).CompactSerialize()
+			"iss": testIssuerURL, "sub": "user_ec", "sid": "sess_ec", "iat": t0.Unix(), "exp": t0.Unix() + 60}).CompactSerialize()
 		if err != nil {
 			t.Fatal(err)
 		}

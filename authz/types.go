@@ -20,8 +20,11 @@ type Principal struct {
 	OrgPermissions []string
 	// Claims holds every claim of the token (custom claims included), as
 	// decoded JSON (map[string]any, []any, string, float64, bool, nil).
-	Claims    map[string]any
-	Azp       string
+	Claims map[string]any
+	Azp    string
+	// IssuedAt is the token's iat (always set by Verify): revocations
+	// refuse tokens issued at or before them, and a refresh never accepts
+	// a token issued before the one in force.
 	IssuedAt  time.Time
 	ExpiresAt time.Time
 }

@@ -30,6 +30,10 @@ const (
 	// DefaultMaxTokenBytes bounds a token. Clerk session tokens travel in a
 	// cookie, so they stay under 4 KiB.
 	DefaultMaxTokenBytes = 16 << 10
+	// DefaultMaxTokenLifetime bounds exp-iat. Clerk session tokens live 60 s;
+	// the bound is what makes a revocation's retention finite (revocations
+	// are kept MaxTokenLifetime + Leeway).
+	DefaultMaxTokenLifetime = 24 * time.Hour
 )
 
 // VerifierConfig configures a Verifier. Exactly one key source (SecretKey,
@@ -67,6 +71,14 @@ type VerifierConfig struct {
 	// MaxTokenBytes bounds the length of a token; longer ones are malformed.
 	// 0 means DefaultMaxTokenBytes.
 	MaxTokenBytes int
+	// MaxTokenLifetime bounds exp-iat: a token that claims to live longer
+	// is malformed. 0 means DefaultMaxTokenLifetime.
+	MaxTokenLifetime time.Duration
+	// AcceptTemplateTokens accepts tokens without a session id (sid), such
+	// as Clerk JWT-template tokens. Off by default: a token without sid
+	// cannot be revoked by session.revoked/ended/removed (only by
+	// user.deleted), so the gateway refuses it as malformed.
+	AcceptTemplateTokens bool
 	// HTTPClient fetches the JWKS. Nil means a client with a 10s timeout.
 	HTTPClient *http.Client
 	// Clock is the time source of expiry checks and of the refetch
@@ -88,6 +100,8 @@ type Verifier struct {
 	leeway          time.Duration
 	refreshInterval time.Duration
 	maxTokenBytes   int
+	maxLifetime     time.Duration
+	acceptNoSID     bool
 	authorizedParty func(string) bool
 	allowMissingAzp bool
 	azpHandler      clerkjwt.AuthorizedPartyHandler
@@ -121,7 +135,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"Leeway", cfg.Leeway}, {"RefetchInterval", cfg.RefetchInterval}, {"RefreshInterval", cfg.RefreshInterval}} {
+	}{{"Leeway", cfg.Leeway}, {"RefetchInterval", cfg.RefetchInterval}, {"RefreshInterval", cfg.RefreshInterval}, {"MaxTokenLifetime", cfg.MaxTokenLifetime}} {
 		if d.v < 0 {
 			return nil, fmt.Errorf("failed to configure Clerk verification: negative %s %v", d.name, d.v)
 		}
@@ -141,6 +155,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		leeway:          orDefault(cfg.Leeway, DefaultLeeway),
 		refreshInterval: orDefault(cfg.RefreshInterval, DefaultRefreshInterval),
 		maxTokenBytes:   cfg.MaxTokenBytes,
+		maxLifetime:     orDefault(cfg.MaxTokenLifetime, DefaultMaxTokenLifetime),
+		acceptNoSID:     cfg.AcceptTemplateTokens,
 		authorizedParty: cfg.AuthorizedParty,
 		allowMissingAzp: cfg.AllowMissingAzp,
 		log:             cfg.Logger,
@@ -240,6 +256,10 @@ func parsePEMKey(s string) (*clerk.JSONWebKey, error) {
 
 // Leeway returns the clock-skew tolerance applied to exp, nbf and iat.
 func (v *Verifier) Leeway() time.Duration { return v.leeway }
+
+// MaxTokenLifetime returns the longest exp-iat accepted. A revocation must
+// be remembered MaxTokenLifetime + Leeway after it happened.
+func (v *Verifier) MaxTokenLifetime() time.Duration { return v.maxLifetime }
 
 // Ready reports whether verification keys are loaded (always true with a
 // PEM key).
@@ -390,6 +410,17 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	if claims.Subject == "" {
 		return nil, authErr(ReasonMalformed, errors.New("no sub claim"))
 	}
+	if claims.IssuedAt == nil {
+		// Revocations compare iat with their time: a token without one
+		// could not be told apart from a later one.
+		return nil, authErr(ReasonMalformed, errors.New("no iat claim"))
+	}
+	if life := *claims.Expiry - *claims.IssuedAt; life < 0 || life > int64(v.maxLifetime/time.Second) {
+		return nil, authErr(ReasonMalformed, fmt.Errorf("token lifetime (exp-iat) outside [0, %v]", v.maxLifetime))
+	}
+	if claims.SessionID == "" && !v.acceptNoSID {
+		return nil, authErr(ReasonMalformed, errors.New("no sid claim (a JWT-template token? see FIREGATE_ACCEPT_TEMPLATE_TOKENS)"))
+	}
 	p := &Principal{
 		UserID:         claims.Subject,
 		SessionID:      claims.SessionID,
@@ -399,10 +430,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 		OrgPermissions: claims.ActiveOrganizationPermissions,
 		Claims:         all,
 		Azp:            claims.AuthorizedParty,
+		IssuedAt:       time.Unix(*claims.IssuedAt, 0).UTC(),
 		ExpiresAt:      time.Unix(*claims.Expiry, 0).UTC(),
-	}
-	if claims.IssuedAt != nil {
-		p.IssuedAt = time.Unix(*claims.IssuedAt, 0).UTC()
 	}
 	return p, nil
 }

@@ -216,7 +216,7 @@ func TestVerifyReasons(t *testing.T) {
 	parts := strings.Split(good, ".")
 	goodHeader := `{"alg":"RS256","kid":"ins_test_0","typ":"JWT"}`
 	goodPayload := `{"azp":"` + appOrigin + `","exp":` + itoa(t0.Unix()+60) + `,"iat":` + itoa(t0.Unix()) +
-		`,"iss":"` + testIssuerURL + `","sub":"user_1"}`
+		`,"iss":"` + testIssuerURL + `","sid":"sess_1","sub":"user_1"}`
 	other := mint(t, d, MintOptions{UserID: "user_2", Azp: appOrigin, IssuedAt: t0})
 
 	tests := []struct {
@@ -246,6 +246,14 @@ func TestVerifyReasons(t *testing.T) {
 		{"no exp", with(func(o *MintOptions) { o.Extra = map[string]any{"exp": nil} }), ReasonMalformed},
 		{"exp null", signRaw(t, d, goodHeader, `{"azp":"`+appOrigin+`","exp":null,"iss":"`+testIssuerURL+`","sub":"user_1"}`), ReasonMalformed},
 		{"no sub", with(func(o *MintOptions) { o.Extra = map[string]any{"sub": nil} }), ReasonMalformed},
+		{"no sid (template token)", with(func(o *MintOptions) { o.Extra = map[string]any{"sid": nil} }), ReasonMalformed},
+		{"empty sid", with(func(o *MintOptions) { o.Extra = map[string]any{"sid": ""} }), ReasonMalformed},
+		{"no iat", with(func(o *MintOptions) { o.Extra = map[string]any{"iat": nil} }), ReasonMalformed},
+		{"exp before iat", with(func(o *MintOptions) {
+			o.Extra = map[string]any{"iat": t0.Unix() + 4, "exp": t0.Unix() + 2, "nbf": t0.Unix() - 10} // both within the leeway
+		}), ReasonMalformed},
+		{"lifetime at the bound", with(func(o *MintOptions) { o.TTL = DefaultMaxTokenLifetime }), ""},
+		{"lifetime past the bound", with(func(o *MintOptions) { o.TTL = DefaultMaxTokenLifetime + time.Second }), ReasonMalformed},
 		{"empty sub", with(func(o *MintOptions) { o.Extra = map[string]any{"sub": ""} }), ReasonMalformed},
 		{"exp not a number", with(func(o *MintOptions) { o.Extra = map[string]any{"exp": "soon"} }), ReasonMalformed},
 		{"org_permissions not a list", with(func(o *MintOptions) { o.Extra = map[string]any{"org_permissions": 5} }), ReasonMalformed},
@@ -308,6 +316,60 @@ func TestVerifyReasons(t *testing.T) {
 func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// TestVerifyTemplateTokens: a token without sid (a Clerk JWT-template
+// token, which session revocations cannot reach) is refused unless
+// AcceptTemplateTokens is set; with it, tokens with a sid still verify.
+func TestVerifyTemplateTokens(t *testing.T) {
+	d := testIssuer(t, testIssuerURL)
+	clock := newFakeClock(t0)
+	noSID := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0, Extra: map[string]any{"sid": nil}})
+	withSID := mint(t, d, MintOptions{UserID: "user_1", SessionID: "sess_1", IssuedAt: t0})
+	for _, tc := range []struct {
+		accept    bool
+		tok       string
+		wantError bool
+	}{
+		{false, noSID, true},
+		{false, withSID, false},
+		{true, noSID, false},
+		{true, withSID, false},
+	} {
+		v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, AcceptTemplateTokens: tc.accept})
+		p, err := v.Verify(context.Background(), tc.tok)
+		if tc.wantError {
+			wantReason(t, err, ReasonMalformed, tc.tok)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("accept=%v: %v", tc.accept, err)
+		}
+		if !p.IssuedAt.Equal(t0) {
+			t.Fatalf("IssuedAt = %v, want %v", p.IssuedAt, t0)
+		}
+	}
+}
+
+// TestVerifyMaxTokenLifetime: a configured bound applies at and past its
+// edge.
+func TestVerifyMaxTokenLifetime(t *testing.T) {
+	d := testIssuer(t, testIssuerURL)
+	clock := newFakeClock(t0)
+	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, MaxTokenLifetime: time.Hour})
+	if v.MaxTokenLifetime() != time.Hour {
+		t.Fatalf("MaxTokenLifetime = %v", v.MaxTokenLifetime())
+	}
+	at := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0, TTL: time.Hour})
+	if _, err := v.Verify(context.Background(), at); err != nil {
+		t.Fatalf("lifetime at the bound: %v", err)
+	}
+	past := mint(t, d, MintOptions{UserID: "user_1", IssuedAt: t0, TTL: time.Hour + time.Second})
+	_, err := v.Verify(context.Background(), past)
+	wantReason(t, err, ReasonMalformed, past)
+	if _, err := NewVerifier(VerifierConfig{PEMKey: d.PublicKeyPEM(), MaxTokenLifetime: -time.Second}); err == nil {
+		t.Fatal("negative MaxTokenLifetime accepted")
+	}
 }
 
 func TestVerifyMaxTokenBytes(t *testing.T) {

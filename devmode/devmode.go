@@ -5,8 +5,10 @@
 // activity.
 //
 // Everything under /dev/ answers loopback peers only, and only requests
-// whose Host is a loopback name (so a DNS-rebinding page cannot reach it)
-// and whose Origin, when present, is the server's own. It exists for local
+// whose Host is a loopback name (so a DNS-rebinding page cannot reach it),
+// whose Origin, when present, is the server's own, and that carry no proxy
+// header (Forwarded, X-Forwarded-*, X-Real-IP): a reverse proxy on the same
+// machine makes every remote client look like a loopback peer. It exists for local
 // development; production (`firegate serve`) never mounts it.
 package devmode
 
@@ -181,14 +183,17 @@ func (h *DevHandler) Close() {
 }
 
 // guard admits a request to /dev/ only from a loopback peer, with a
-// loopback Host and, when an Origin header is present, a same-origin one.
-// Host and Origin checks stop DNS rebinding and cross-site requests from a
-// browser on the same machine.
+// loopback Host, no proxy header and, when an Origin header is present, a
+// same-origin one. Host and Origin checks stop DNS rebinding and cross-site
+// requests from a browser on the same machine; the proxy check stops a
+// local reverse proxy from relaying remote clients.
 func (h *DevHandler) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case !loopbackPeer(r.RemoteAddr):
 			writeError(w, http.StatusForbidden, "the dev endpoints answer loopback clients only")
+		case proxied(r.Header):
+			writeError(w, http.StatusForbidden, "the dev endpoints refuse requests relayed by a proxy (Forwarded, X-Forwarded-* or X-Real-IP present)")
 		case !loopbackHost(r.Host):
 			writeError(w, http.StatusForbidden, "the dev endpoints need a loopback Host (localhost, 127.0.0.1, [::1])")
 		case r.Header.Get("Origin") != "" && !sameOrigin(r.Header.Get("Origin"), r.Host):
@@ -197,6 +202,18 @@ func (h *DevHandler) guard(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// proxied reports whether h carries a header a proxy adds: Forwarded,
+// any X-Forwarded-* or X-Real-IP (present at all, even empty).
+func proxied(h http.Header) bool {
+	for k := range h {
+		k = http.CanonicalHeaderKey(k)
+		if k == "Forwarded" || k == "X-Real-Ip" || strings.HasPrefix(k, "X-Forwarded-") {
+			return true
+		}
+	}
+	return false
 }
 
 // loopbackPeer reports whether remoteAddr ("ip:port", as in

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -201,5 +203,62 @@ func TestServedOverLoopback(t *testing.T) {
 	var tok tokenResponse
 	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.Token == "" {
 		t.Fatalf("token over the wire: %d %+v %v", resp.StatusCode, tok, err)
+	}
+}
+
+// TestDevEndpointsRefuseProxiedRequests is the attack of a reverse proxy on
+// the developer's machine (nginx, a tunnel) relaying remote clients: the
+// dev server sees a loopback peer, so the proxy's headers must be enough to
+// refuse, whatever their value, while the page itself stays reachable.
+func TestDevEndpointsRefuseProxiedRequests(t *testing.T) {
+	h, _ := testHandler(t)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A real reverse proxy, also on loopback: it adds X-Forwarded-For.
+	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+	defer proxy.Close()
+	get := func(base, path string, hdr http.Header) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(proxy.URL, "/dev/token?user=user_alice", nil); code != http.StatusForbidden {
+		t.Fatalf("token through a reverse proxy: %d, want 403", code)
+	}
+	if code := get(proxy.URL, "/", nil); code != http.StatusOK {
+		t.Fatalf("the page through a reverse proxy: %d, want 200", code)
+	}
+	tests := []struct {
+		name string
+		hdr  http.Header
+		want int
+	}{
+		{"direct", nil, http.StatusOK},
+		{"Forwarded", http.Header{"Forwarded": {"for=203.0.113.9"}}, http.StatusForbidden},
+		{"X-Forwarded-For loopback value", http.Header{"X-Forwarded-For": {"127.0.0.1"}}, http.StatusForbidden},
+		{"X-Forwarded-Host", http.Header{"X-Forwarded-Host": {"localhost"}}, http.StatusForbidden},
+		{"X-Forwarded-Proto", http.Header{"X-Forwarded-Proto": {"https"}}, http.StatusForbidden},
+		{"X-Real-IP", http.Header{"X-Real-Ip": {"203.0.113.9"}}, http.StatusForbidden},
+		{"empty X-Forwarded-For", http.Header{"X-Forwarded-For": {""}}, http.StatusForbidden},
+		{"lowercase header name", http.Header{"x-forwarded-for": {"1.2.3.4"}}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code := get(srv.URL, "/dev/users", tt.hdr); code != tt.want {
+				t.Fatalf("status %d, want %d", code, tt.want)
+			}
+		})
 	}
 }

@@ -9,7 +9,6 @@ import (
 // originPattern is one allowed origin: scheme, host labels (a "*" label
 // matches exactly one label) and port ("" = the scheme's default).
 type originPattern struct {
-	any    bool
 	scheme string
 	labels []string
 	port   string
@@ -17,7 +16,9 @@ type originPattern struct {
 
 func parseOriginPattern(s string) (originPattern, error) {
 	if s == "*" {
-		return originPattern{any: true}, nil
+		// Never "every origin": any site could then open sockets with a
+		// visitor's __session cookie.
+		return originPattern{}, fmt.Errorf("allowed origin %q would allow every website; list the origins (https://app.example.com, or https://*.example.com where * stands for one DNS label)", s)
 	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || (scheme != "http" && scheme != "https") || rest == "" || strings.ContainsAny(rest, "/?#@") {
@@ -76,9 +77,6 @@ func (m *originMatcher) Allowed(origin string) bool {
 	labels := strings.Split(strings.ToLower(u.Hostname()), ".")
 	port := defaultPort(u.Scheme, u.Port())
 	for _, p := range m.patterns {
-		if p.any {
-			return true
-		}
 		if p.scheme != u.Scheme || p.port != port || len(p.labels) != len(labels) {
 			continue
 		}

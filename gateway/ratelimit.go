@@ -2,18 +2,44 @@ package gateway
 
 import (
 	"hash/maphash"
+	"net/netip"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
+// ipv6BucketBits is the prefix length that per-IP limits bucket IPv6
+// addresses by: a /64 is what one subscriber (one home, one VM) typically
+// gets, so an attacker holding one can rotate through 2^64 addresses.
+const ipv6BucketBits = 64
+
+// ipBucket returns the limiter key of a client address: an IPv4 address
+// (IPv4-mapped IPv6 included) as itself, an IPv6 address as its /64 prefix.
+// A key that is not an IP address is returned unchanged.
+func ipBucket(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.WithZone("").Prefix(ipv6BucketBits)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
 // keyedLimiter is a token bucket per key (a client IP) with bounded
 // memory: entries idle long enough to have refilled are evicted, and when
 // the table is full the oldest idle entries go first; a key that still
 // finds no room shares one overflow bucket (so an address-spraying attack
-// is limited as a whole instead of growing the table). Safe for concurrent
-// use; each shard's mutex guards its map.
+// is limited as a whole instead of growing the table). Keys are client
+// addresses, bucketed by ipBucket (IPv6 by /64). Safe for concurrent use;
+// each shard's mutex guards its map.
 type keyedLimiter struct {
 	limit    rate.Limit
 	burst    int
@@ -54,6 +80,7 @@ func (k *keyedLimiter) shard(key string) *limiterShard {
 // reserve takes n tokens for key if available and reports ok; otherwise
 // it reports how long until they would be.
 func (k *keyedLimiter) take(key string, n int) (ok bool, retry time.Duration) {
+	key = ipBucket(key)
 	now := k.now()
 	s := k.shard(key)
 	s.mu.Lock()
@@ -89,6 +116,7 @@ func (k *keyedLimiter) takeFrom(l *rate.Limiter, now time.Time, n int) (bool, ti
 
 // available reports whether key has at least one token, without taking it.
 func (k *keyedLimiter) available(key string) (bool, time.Duration) {
+	key = ipBucket(key)
 	now := k.now()
 	s := k.shard(key)
 	s.mu.Lock()

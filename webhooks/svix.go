@@ -88,50 +88,84 @@ func validSignature(expected []byte, header string) bool {
 	return ok
 }
 
-// seenIDs remembers recently accepted message ids so that a captured request
-// cannot be replayed while its timestamp is still inside the tolerance window.
-// It holds at most cap ids; when full the oldest-inserted id is forgotten.
-// An id is also forgotten once its expiry passes (after that, the timestamp
-// check rejects a replay of it anyway). Safe for concurrent use: mu guards
-// every field.
+// seenIDs remembers recently accepted message ids so that a repeated
+// delivery (Svix's retry of a delivery whose answer it missed, or a replay of
+// a captured request) is not acted on twice while its timestamp is still
+// inside the tolerance window. It holds at most cap ids; when full the
+// oldest-inserted id is forgotten. An id is also forgotten once its expiry
+// passes (after that, the timestamp check rejects a replay of it anyway).
+// Safe for concurrent use: mu guards every field.
 type seenIDs struct {
 	mu      sync.Mutex
-	expires map[string]time.Time // id -> when the stale check takes over
+	entries map[string]seenEntry // id -> state
 	ring    []string             // insertion order, ring[head] oldest
 	head    int
 	n       int
 }
 
+type seenEntry struct {
+	expires time.Time // when the stale check takes over
+	done    bool      // handled successfully (false: being handled)
+}
+
+// States begin reports.
+const (
+	seenNew        = iota // not seen: the caller handles it, then calls finish or forget
+	seenInProgress        // another request is handling it now
+	seenDone              // handled successfully before
+)
+
 func newSeenIDs(capacity int) *seenIDs {
 	return &seenIDs{
-		expires: make(map[string]time.Time, capacity),
+		entries: make(map[string]seenEntry, capacity),
 		ring:    make([]string, capacity),
 	}
 }
 
-// add records id with its expiry and reports whether it was new (false: a
-// replay of an id still remembered).
-func (s *seenIDs) add(id string, expiry, now time.Time) bool {
+// begin records id as being handled, with its expiry, unless it is already
+// known, and reports its state.
+func (s *seenIDs) begin(id string, expiry, now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Opportunistically drop expired ids from the front.
 	for s.n > 0 {
 		oldest := s.ring[s.head]
-		if exp, ok := s.expires[oldest]; ok && !now.After(exp) {
+		if e, ok := s.entries[oldest]; ok && !now.After(e.expires) {
 			break
 		}
 		s.popOldest()
 	}
-	if exp, ok := s.expires[id]; ok && !now.After(exp) {
-		return false
+	if e, ok := s.entries[id]; ok && !now.After(e.expires) {
+		if e.done {
+			return seenDone
+		}
+		return seenInProgress
 	}
 	if s.n == len(s.ring) {
 		s.popOldest()
 	}
 	s.ring[(s.head+s.n)%len(s.ring)] = id
 	s.n++
-	s.expires[id] = expiry
-	return true
+	s.entries[id] = seenEntry{expires: expiry}
+	return seenNew
+}
+
+// finish marks id as handled successfully.
+func (s *seenIDs) finish(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[id]; ok {
+		e.done = true
+		s.entries[id] = e
+	}
+}
+
+// forget drops id (its handling failed: a retry is handled afresh). Its
+// ring slot stays until it reaches the front.
+func (s *seenIDs) forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.entries, id)
 }
 
 // popOldest forgets the oldest-inserted id. Callers hold mu and s.n > 0.
@@ -140,14 +174,14 @@ func (s *seenIDs) popOldest() {
 	s.ring[s.head] = ""
 	s.head = (s.head + 1) % len(s.ring)
 	s.n--
-	delete(s.expires, id)
+	delete(s.entries, id)
 }
 
 // len returns how many ids are remembered (for tests).
 func (s *seenIDs) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.expires)
+	return len(s.entries)
 }
 
 // strictB64 accepts only the canonical encoding, as Svix's own libraries do

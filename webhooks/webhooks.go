@@ -15,6 +15,7 @@
 package webhooks
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,20 +24,20 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/firegate/firegate/revocation"
 )
 
 // Revoker is what the gateway does on Clerk's events. Implementations must be
 // safe for concurrent use and must not block long (they run on the webhook
 // request's goroutine, before the response is written).
 type Revoker interface {
-	// EndSession closes that session's connections with 4001
-	// (session.ended, session.removed, session.revoked).
-	EndSession(sessionID string)
-	// EndUser closes the user's connections (user.deleted).
-	EndUser(userID string)
-	// EndMembership ends that user's subscriptions in that org
-	// (organizationMembership.deleted).
-	EndMembership(userID, orgID string)
+	// Revoke records r (on every instance) and ends what it covers:
+	// session.ended/removed/revoked (KindSession), user.deleted (KindUser),
+	// organizationMembership.deleted (KindMembership) and
+	// organization.deleted (KindOrg). An error means r may not have been
+	// recorded: the handler answers 503 so that Svix delivers it again.
+	Revoke(ctx context.Context, r revocation.Revocation) error
 	// UpdateMembership re-checks that user's subscriptions in that org
 	// against the new role and permissions (organizationMembership.updated).
 	UpdateMembership(userID, orgID, role string, permissions []string)
@@ -57,7 +58,7 @@ const (
 )
 
 // Results are the values OnEvent's result takes.
-var Results = []string{ResultOK, ResultBadSignature, ResultStale, ResultReplayed, ResultMalformed, ResultIgnored}
+var Results = []string{ResultOK, ResultBadSignature, ResultStale, ResultReplayed, ResultMalformed, ResultIgnored, ResultFailed}
 
 // Result values passed to Config.OnEvent.
 const (
@@ -67,6 +68,7 @@ const (
 	ResultReplayed     = "replayed"
 	ResultMalformed    = "malformed"
 	ResultIgnored      = "ignored"
+	ResultFailed       = "failed" // the Revoker could not record it; 503, Svix retries
 )
 
 // Event types the handler acts on.
@@ -77,6 +79,7 @@ const (
 	EventUserDeleted        = "user.deleted"
 	EventMembershipDeleted  = "organizationMembership.deleted"
 	EventMembershipUpdated  = "organizationMembership.updated"
+	EventOrgDeleted         = "organization.deleted"
 	EventTypeUnknown        = "unknown" // not verified yet, or no parsable type
 	EventTypeOther          = "other"   // authentic, but a type the gateway ignores
 	defaultResponseMIMEType = "text/plain; charset=utf-8"
@@ -86,7 +89,7 @@ const (
 // is safe as a metric label.
 var EventTypes = []string{
 	EventSessionEnded, EventSessionRemoved, EventSessionRevoked, EventUserDeleted,
-	EventMembershipDeleted, EventMembershipUpdated, EventTypeUnknown, EventTypeOther,
+	EventMembershipDeleted, EventMembershipUpdated, EventOrgDeleted, EventTypeUnknown, EventTypeOther,
 }
 
 // Config configures NewHandler. The zero value of every field but Secret is a
@@ -128,10 +131,15 @@ type handler struct {
 }
 
 // NewHandler returns the handler for Clerk's webhook endpoint. It answers
-// POST only (405 otherwise); 204 on success and on ignored event types; 400
-// for missing headers or a malformed body; 413 for a body over MaxBodyBytes;
-// 401 for a bad signature, a stale timestamp or a replayed svix-id. Response
-// bodies carry only a short reason. The handler is safe for concurrent use.
+// POST only (405 otherwise); 204 on success, on ignored event types and on a
+// repeated delivery of a message already accepted (Svix retries a delivery
+// whose answer it did not see; it is not acted on again); 409 while the same
+// message is being handled by another request; 400 for missing headers or a
+// malformed body; 413 for a body over MaxBodyBytes; 401 for a bad signature
+// or a stale timestamp; 503 when the Revoker could not record the
+// revocation (the message is then forgotten, so Svix's retry is handled
+// afresh). Response bodies carry only a short reason. The handler is safe
+// for concurrent use.
 func NewHandler(cfg Config, r Revoker) (http.Handler, error) {
 	if r == nil {
 		return nil, errors.New("failed to create webhook handler: nil Revoker")
@@ -248,71 +256,131 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	// After sent+tolerance the timestamp check refuses a replay by itself.
-	if !h.seen.add(msgID, sent.Add(h.tolerance), now) {
-		h.reject(w, http.StatusUnauthorized, EventTypeUnknown, ResultReplayed, "replayed message", msgID)
+	switch h.seen.begin(msgID, sent.Add(h.tolerance), now) {
+	case seenDone:
+		// A retry of a delivery already accepted (or a replay, which is
+		// just as harmless): answer success without acting again.
+		h.log.Info("webhook already processed", "svix_id", msgID)
+		h.onEvent(EventTypeUnknown, ResultReplayed)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case seenInProgress:
+		h.reject(w, http.StatusConflict, EventTypeUnknown, ResultReplayed, "delivery in progress", msgID)
 		return
 	}
-
-	var ev envelope
-	if err := json.Unmarshal(body, &ev); err != nil || ev.Type == "" {
-		h.reject(w, http.StatusBadRequest, EventTypeUnknown, ResultMalformed, "malformed event", msgID)
-		return
-	}
-	label, err := h.dispatch(ev)
-	switch {
-	case err != nil:
-		h.log.Warn("webhook rejected", "svix_id", msgID, "event", ev.Type, "reason", err.Error())
-		h.onEvent(label, ResultMalformed)
+	ev, err := ParseEvent(body, now)
+	if err != nil {
+		h.seen.forget(msgID)
+		h.log.Warn("webhook rejected", "svix_id", msgID, "event", ev.Label, "reason", err.Error())
+		h.onEvent(ev.Label, ResultMalformed)
 		reply(w, http.StatusBadRequest, "malformed event")
-	case label == EventTypeOther:
-		h.log.Debug("webhook ignored", "svix_id", msgID, "event", ev.Type)
-		h.onEvent(label, ResultIgnored)
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		h.onEvent(label, ResultOK)
-		w.WriteHeader(http.StatusNoContent)
+		return
 	}
+	switch {
+	case ev.Revocation != nil:
+		r := *ev.Revocation
+		h.log.Info("webhook: revoking", "svix_id", msgID, "event", ev.Label, "kind", string(r.Kind), "id", r.ID, "org_id", r.OrgID)
+		if err := h.revoker.Revoke(req.Context(), r); err != nil {
+			h.seen.forget(msgID)
+			h.log.Error("webhook: failed to record revocation; Svix will retry", "svix_id", msgID, "event", ev.Label, "err", err)
+			h.onEvent(ev.Label, ResultFailed)
+			reply(w, http.StatusServiceUnavailable, "revocation not recorded; retry")
+			return
+		}
+	case ev.Update != nil:
+		u := ev.Update
+		h.log.Info("webhook: updating membership", "svix_id", msgID, "event", ev.Label, "user_id", u.UserID, "org_id", u.OrgID, "role", u.Role)
+		h.revoker.UpdateMembership(u.UserID, u.OrgID, u.Role, u.Permissions)
+	default:
+		h.seen.finish(msgID)
+		h.log.Debug("webhook ignored", "svix_id", msgID, "event", ev.Type)
+		h.onEvent(ev.Label, ResultIgnored)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	h.seen.finish(msgID)
+	h.onEvent(ev.Label, ResultOK)
+	w.WriteHeader(http.StatusNoContent)
 }
 
-// dispatch calls the Revoker for ev and returns ev's metric label
-// (EventTypeOther for types the gateway ignores). An error means the event
-// is of a handled type but lacks the ids it needs.
-func (h *handler) dispatch(ev envelope) (string, error) {
-	switch ev.Type {
+// Event is what ParseEvent finds in a Clerk event.
+type Event struct {
+	// Type is the event's type as sent; Label is its metric label (one of
+	// EventTypes: EventTypeOther for types the gateway ignores,
+	// EventTypeUnknown when there is no parsable type).
+	Type, Label string
+	// Revocation is set for the revoking types, with At = the time given
+	// to ParseEvent (when the gateway learnt of it).
+	Revocation *revocation.Revocation
+	// Update is set for organizationMembership.updated.
+	Update *MembershipUpdate
+}
+
+// MembershipUpdate is a changed role or permission set.
+type MembershipUpdate struct {
+	UserID, OrgID, Role string
+	Permissions         []string
+}
+
+// ErrMalformed is the cause of every ParseEvent error.
+var ErrMalformed = errors.New("malformed event")
+
+// ParseEvent decodes a Clerk event body. An authentic event of a type the
+// gateway ignores is not an error (Label EventTypeOther, nothing set); a
+// revoking or updating type without the ids it needs, or a body that is
+// not an event, is an error wrapping ErrMalformed (Label still says which
+// type, when known).
+func ParseEvent(body []byte, at time.Time) (Event, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil || env.Type == "" {
+		return Event{Label: EventTypeUnknown}, fmt.Errorf("%w: not a JSON object with a type", ErrMalformed)
+	}
+	ev := Event{Type: env.Type, Label: env.Type}
+	rev := func(kind revocation.Kind, id, org string) (Event, error) {
+		r := revocation.Revocation{Kind: kind, ID: id, OrgID: org, At: at}
+		if err := r.Validate(); err != nil {
+			return ev, fmt.Errorf("%w: %s: %w", ErrMalformed, env.Type, err)
+		}
+		ev.Revocation = &r
+		return ev, nil
+	}
+	switch env.Type {
 	case EventSessionEnded, EventSessionRemoved, EventSessionRevoked:
 		var d sessionData
-		if err := json.Unmarshal(ev.Data, &d); err != nil || d.ID == "" {
-			return ev.Type, errors.New("session event without data.id")
+		if err := json.Unmarshal(env.Data, &d); err != nil || d.ID == "" {
+			return ev, fmt.Errorf("%w: session event without data.id", ErrMalformed)
 		}
-		h.log.Info("webhook: ending session", "event", ev.Type, "session_id", d.ID, "user_id", d.UserID)
-		h.revoker.EndSession(d.ID)
-	case EventUserDeleted:
+		return rev(revocation.KindSession, d.ID, "")
+	case EventUserDeleted, EventOrgDeleted:
 		var d sessionData
-		if err := json.Unmarshal(ev.Data, &d); err != nil || d.ID == "" {
-			return ev.Type, errors.New("user.deleted without data.id")
+		if err := json.Unmarshal(env.Data, &d); err != nil || d.ID == "" {
+			return ev, fmt.Errorf("%w: %s without data.id", ErrMalformed, env.Type)
 		}
-		h.log.Info("webhook: ending user", "event", ev.Type, "user_id", d.ID)
-		h.revoker.EndUser(d.ID)
+		if env.Type == EventOrgDeleted {
+			return rev(revocation.KindOrg, d.ID, "")
+		}
+		return rev(revocation.KindUser, d.ID, "")
 	case EventMembershipDeleted, EventMembershipUpdated:
 		var d membershipData
-		if err := json.Unmarshal(ev.Data, &d); err != nil || d.Organization.ID == "" || d.PublicUserData.UserID == "" {
-			return ev.Type, errors.New("membership event without data.organization.id or data.public_user_data.user_id")
+		if err := json.Unmarshal(env.Data, &d); err != nil || d.Organization.ID == "" || d.PublicUserData.UserID == "" {
+			return ev, fmt.Errorf("%w: membership event without data.organization.id or data.public_user_data.user_id", ErrMalformed)
 		}
 		userID, orgID := d.PublicUserData.UserID, d.Organization.ID
-		if ev.Type == EventMembershipDeleted {
-			h.log.Info("webhook: ending membership", "event", ev.Type, "user_id", userID, "org_id", orgID)
-			h.revoker.EndMembership(userID, orgID)
-			break
+		if env.Type == EventMembershipDeleted {
+			return rev(revocation.KindMembership, userID, orgID)
 		}
 		if d.Role == "" {
-			return ev.Type, errors.New("organizationMembership.updated without data.role")
+			return ev, fmt.Errorf("%w: organizationMembership.updated without data.role", ErrMalformed)
 		}
-		h.log.Info("webhook: updating membership", "event", ev.Type, "user_id", userID, "org_id", orgID, "role", d.Role)
-		h.revoker.UpdateMembership(userID, orgID, d.Role, d.Permissions)
-	default:
-		return EventTypeOther, nil
+		perms := d.Permissions
+		if perms == nil {
+			perms = []string{}
+		}
+		ev.Update = &MembershipUpdate{UserID: userID, OrgID: orgID, Role: d.Role, Permissions: perms}
+		return ev, nil
 	}
-	return ev.Type, nil
+	ev.Label = EventTypeOther
+	return ev, nil
 }
 
 // reject logs and answers a refused request with a short reason.

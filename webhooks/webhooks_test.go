@@ -2,6 +2,8 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/firegate/firegate/revocation"
 )
 
 const (
@@ -24,8 +28,10 @@ var t0 = time.Unix(1_750_000_000, 0)
 
 // recorder is a recording fake Revoker, safe for concurrent use.
 type recorder struct {
-	mu    sync.Mutex
-	calls []string
+	mu     sync.Mutex
+	calls  []string
+	fail   error     // Revoke's answer when set
+	wantAt time.Time // when set, Revoke checks the revocation's time
 }
 
 func (r *recorder) add(s string) {
@@ -33,9 +39,19 @@ func (r *recorder) add(s string) {
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, s)
 }
-func (r *recorder) EndSession(id string)      { r.add("EndSession(" + id + ")") }
-func (r *recorder) EndUser(id string)         { r.add("EndUser(" + id + ")") }
-func (r *recorder) EndMembership(u, o string) { r.add("EndMembership(" + u + "," + o + ")") }
+func (r *recorder) Revoke(_ context.Context, rv revocation.Revocation) error {
+	r.mu.Lock()
+	fail := r.fail
+	r.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	if !rv.At.Equal(r.wantAt) && !r.wantAt.IsZero() {
+		return fmt.Errorf("revocation time %v, want the handler's clock %v", rv.At, r.wantAt)
+	}
+	r.add(fmt.Sprintf("Revoke(%s,%s,%s)", rv.Kind, rv.ID, rv.OrgID))
+	return nil
+}
 func (r *recorder) UpdateMembership(u, o, role string, perms []string) {
 	r.add(fmt.Sprintf("UpdateMembership(%s,%s,%s,%q)", u, o, role, perms))
 }
@@ -73,7 +89,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
-	f := &fixture{rec: &recorder{}, ev: &events{}, now: t0}
+	f := &fixture{rec: &recorder{wantAt: t0}, ev: &events{}, now: t0}
 	if cfg.Secret == "" {
 		cfg.Secret = testSecret
 	}
@@ -213,22 +229,26 @@ func TestEvents(t *testing.T) {
 		wantCalls []string
 		wantEvent string
 	}{
-		{"session.revoked", revokedBody, 204, []string{"EndSession(sess_1)"}, "session.revoked:ok"},
+		{"session.revoked", revokedBody, 204, []string{"Revoke(session,sess_1,)"}, "session.revoked:ok"},
 		{"session.ended", `{"type":"session.ended","data":{"id":"sess_2","user_id":"user_1"}}`, 204,
-			[]string{"EndSession(sess_2)"}, "session.ended:ok"},
+			[]string{"Revoke(session,sess_2,)"}, "session.ended:ok"},
 		{"session.removed", `{"type":"session.removed","data":{"id":"sess_3","user_id":"user_1","status":"removed"}}`, 204,
-			[]string{"EndSession(sess_3)"}, "session.removed:ok"},
+			[]string{"Revoke(session,sess_3,)"}, "session.removed:ok"},
 		{"user.deleted", `{"type":"user.deleted","data":{"id":"user_9","deleted":true,"object":"user"},"object":"event"}`, 204,
-			[]string{"EndUser(user_9)"}, "user.deleted:ok"},
+			[]string{"Revoke(user,user_9,)"}, "user.deleted:ok"},
 		{"membership deleted",
 			`{"type":"organizationMembership.deleted","data":{"id":"orgmem_1","organization":{"id":"org_7","slug":"acme"},"public_user_data":{"user_id":"user_3","identifier":"a@b.c"},"role":"org:member"}}`,
-			204, []string{"EndMembership(user_3,org_7)"}, "organizationMembership.deleted:ok"},
+			204, []string{"Revoke(membership,user_3,org_7)"}, "organizationMembership.deleted:ok"},
 		{"membership updated",
 			`{"type":"organizationMembership.updated","data":{"organization":{"id":"org_7"},"public_user_data":{"user_id":"user_3"},"role":"org:admin","permissions":["org:sys_memberships:manage","org:invoices:read"]}}`,
 			204, []string{`UpdateMembership(user_3,org_7,org:admin,["org:sys_memberships:manage" "org:invoices:read"])`}, "organizationMembership.updated:ok"},
 		{"membership updated without permissions",
 			`{"type":"organizationMembership.updated","data":{"organization":{"id":"org_7"},"public_user_data":{"user_id":"user_3"},"role":"org:member"}}`,
 			204, []string{`UpdateMembership(user_3,org_7,org:member,[])`}, "organizationMembership.updated:ok"},
+		{"organization.deleted", `{"type":"organization.deleted","data":{"id":"org_8","deleted":true,"object":"organization"}}`, 204,
+			[]string{"Revoke(org,org_8,)"}, "organization.deleted:ok"},
+		{"organization.deleted without id", `{"type":"organization.deleted","data":{"deleted":true}}`, 400, nil, "organization.deleted:malformed"},
+		{"id past the limit", `{"type":"user.deleted","data":{"id":"` + strings.Repeat("u", revocation.MaxIDBytes+1) + `"}}`, 400, nil, "user.deleted:malformed"},
 		{"unknown type ignored", `{"type":"user.created","data":{"id":"user_1"}}`, 204, nil, "other:ignored"},
 		{"unknown type without data ignored", `{"type":"email.created"}`, 204, nil, "other:ignored"},
 		// Known types without the ids they need are malformed, and nothing is revoked.
@@ -324,7 +344,7 @@ func TestMultipleSignatures(t *testing.T) {
 			f := newFixture(t, Config{})
 			w := f.do(request("msg_1", strconv.FormatInt(t0.Unix(), 10), tc.sig, body))
 			expect(t, w, http.StatusNoContent, "")
-			if got := f.rec.got(); !slices.Equal(got, []string{"EndSession(sess_1)"}) {
+			if got := f.rec.got(); !slices.Equal(got, []string{"Revoke(session,sess_1,)"}) {
 				t.Fatalf("calls = %q", got)
 			}
 		})
@@ -376,16 +396,20 @@ func TestTimestampWindow(t *testing.T) {
 	expect(t, f.do(signed(t, testSecret, "msg_1", t0, []byte(revokedBody))), http.StatusUnauthorized, "stale timestamp")
 }
 
+// TestReplay: a repeated delivery of an accepted message (Svix's retry, or
+// an attacker's replay) answers 204 and is not acted on again.
 func TestReplay(t *testing.T) {
 	body := []byte(revokedBody)
 	f := newFixture(t, Config{})
 	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 204, "")
 
-	// The identical request again.
-	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 401, "replayed message")
+	// The identical request again: Svix retrying a delivery whose answer
+	// it missed must not see a failure (it would keep retrying).
+	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 204, "")
 	// A fresh timestamp and a valid signature, but the same id.
 	f.setNow(t0.Add(time.Minute))
-	expect(t, f.do(signed(t, testSecret, "msg_1", t0.Add(time.Minute), body)), 401, "replayed message")
+	f.rec.wantAt = time.Time{}
+	expect(t, f.do(signed(t, testSecret, "msg_1", t0.Add(time.Minute), body)), 204, "")
 	// A different id is a different message.
 	expect(t, f.do(signed(t, testSecret, "msg_2", t0.Add(time.Minute), body)), 204, "")
 
@@ -393,13 +417,39 @@ func TestReplay(t *testing.T) {
 	f.setNow(t0.Add(5*time.Minute + time.Second))
 	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 401, "stale timestamp")
 
-	if got := f.rec.got(); !slices.Equal(got, []string{"EndSession(sess_1)", "EndSession(sess_1)"}) {
+	if got := f.rec.got(); !slices.Equal(got, []string{"Revoke(session,sess_1,)", "Revoke(session,sess_1,)"}) {
 		t.Fatalf("calls = %q", got)
 	}
 	want := []string{"session.revoked:ok", "unknown:replayed", "unknown:replayed", "session.revoked:ok", "unknown:stale"}
 	if got := f.ev.list(); !slices.Equal(got, want) {
 		t.Fatalf("OnEvent = %q, want %q", got, want)
 	}
+}
+
+// TestRevokerFailureIsRetried: when the revocation cannot be recorded the
+// handler answers 503 and forgets the message, so Svix's retry is handled
+// afresh (not answered "already processed" while nothing was recorded).
+func TestRevokerFailureIsRetried(t *testing.T) {
+	body := []byte(revokedBody)
+	f := newFixture(t, Config{})
+	f.rec.fail = errors.New("firestore unavailable")
+	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 503, "revocation not recorded; retry")
+	f.rec.mu.Lock()
+	f.rec.fail = nil
+	f.rec.mu.Unlock()
+	expect(t, f.do(signed(t, testSecret, "msg_1", t0, body)), 204, "")
+	if got := f.rec.got(); !slices.Equal(got, []string{"Revoke(session,sess_1,)"}) {
+		t.Fatalf("calls = %q", got)
+	}
+	want := []string{"session.revoked:failed", "session.revoked:ok"}
+	if got := f.ev.list(); !slices.Equal(got, want) {
+		t.Fatalf("OnEvent = %q, want %q", got, want)
+	}
+	// A malformed authentic event is forgotten too: its retry is refused
+	// the same way, not answered "already processed".
+	bad := []byte(`{"type":"user.deleted","data":{}}`)
+	expect(t, f.do(signed(t, testSecret, "msg_2", t0, bad)), 400, "malformed event")
+	expect(t, f.do(signed(t, testSecret, "msg_2", t0, bad)), 400, "malformed event")
 }
 
 func TestForgeryDoesNotPoisonReplayCache(t *testing.T) {
@@ -419,27 +469,35 @@ func TestReplayCacheBound(t *testing.T) {
 	body := []byte(revokedBody)
 	f := newFixture(t, Config{ReplayCacheSize: 2})
 	seen := f.h.(*handler).seen
+	calls := func() int { return len(f.rec.got()) }
 	expect(t, f.do(signed(t, testSecret, "a", t0, body)), 204, "")
 	expect(t, f.do(signed(t, testSecret, "b", t0, body)), 204, "")
-	// At the edge: full, both still remembered.
-	expect(t, f.do(signed(t, testSecret, "a", t0, body)), 401, "replayed message")
-	expect(t, f.do(signed(t, testSecret, "b", t0, body)), 401, "replayed message")
-	if n := seen.len(); n != 2 {
-		t.Fatalf("cache holds %d, want 2", n)
+	// At the edge: full, both still remembered (repeats are not acted on).
+	expect(t, f.do(signed(t, testSecret, "a", t0, body)), 204, "")
+	expect(t, f.do(signed(t, testSecret, "b", t0, body)), 204, "")
+	if n := seen.len(); n != 2 || calls() != 2 {
+		t.Fatalf("cache holds %d, calls %d; want 2 and 2", n, calls())
 	}
 	// Past the edge: c evicts the oldest (a); memory stays bounded.
 	expect(t, f.do(signed(t, testSecret, "c", t0, body)), 204, "")
 	if n := seen.len(); n != 2 {
 		t.Fatalf("cache holds %d, want 2", n)
 	}
-	expect(t, f.do(signed(t, testSecret, "b", t0, body)), 401, "replayed message")
-	expect(t, f.do(signed(t, testSecret, "c", t0, body)), 401, "replayed message")
+	expect(t, f.do(signed(t, testSecret, "b", t0, body)), 204, "")
+	expect(t, f.do(signed(t, testSecret, "c", t0, body)), 204, "")
+	if calls() != 3 {
+		t.Fatalf("calls = %d, want 3", calls())
+	}
 	// The evicted id is forgotten: that is the documented price of the bound.
 	expect(t, f.do(signed(t, testSecret, "a", t0, body)), 204, "")
+	if calls() != 4 {
+		t.Fatalf("calls = %d, want 4 (the evicted id acted on again)", calls())
+	}
 
 	// Expired ids are pruned: once the window has passed, a new message
 	// leaves only itself in the cache.
 	f.setNow(t0.Add(5*time.Minute + time.Second))
+	f.rec.wantAt = time.Time{}
 	expect(t, f.do(signed(t, testSecret, "d", t0.Add(5*time.Minute), body)), 204, "")
 	if n := seen.len(); n != 1 {
 		t.Fatalf("cache holds %d after expiry, want 1", n)
@@ -533,7 +591,8 @@ func TestMethods(t *testing.T) {
 }
 
 // TestConcurrentReplay: many goroutines deliver the same message at once over
-// a real server; exactly one is accepted.
+// a real server; it is acted on exactly once, and every other answer is
+// either 204 (already processed) or 409 (being processed).
 func TestConcurrentReplay(t *testing.T) {
 	f := newFixture(t, Config{})
 	srv := httptest.NewServer(f.h)
@@ -564,8 +623,8 @@ func TestConcurrentReplay(t *testing.T) {
 	for c := range codes {
 		count[c]++
 	}
-	if count[204] != 1 || count[401] != n-1 {
-		t.Fatalf("status counts = %v, want one 204 and %d 401", count, n-1)
+	if count[204] < 1 || count[204]+count[409] != n {
+		t.Fatalf("status counts = %v, want only 204 and 409, at least one 204", count)
 	}
 	if got := f.rec.got(); len(got) != 1 {
 		t.Fatalf("calls = %q", got)
@@ -606,7 +665,7 @@ func FuzzHandler(f *testing.F) {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		switch w.Code {
-		case 204, 400, 401, 413:
+		case 204, 400, 401, 409, 413:
 		default:
 			t.Fatalf("unexpected status %d", w.Code)
 		}
@@ -643,6 +702,50 @@ func FuzzValidSignature(f *testing.F) {
 		want := slices.Contains(strings.Fields(header), good)
 		if got != want {
 			t.Fatalf("validSignature(%q) = %v, want %v", header, got, want)
+		}
+	})
+}
+
+// FuzzParseEvent: any body either parses into at most one action whose ids
+// are valid, or is refused with ErrMalformed; a revoking event's time is
+// the one given.
+func FuzzParseEvent(f *testing.F) {
+	for _, b := range []string{
+		revokedBody,
+		`{"type":"user.deleted","data":{"id":"user_1"}}`,
+		`{"type":"organization.deleted","data":{"id":"org_1"}}`,
+		`{"type":"organizationMembership.deleted","data":{"organization":{"id":"o"},"public_user_data":{"user_id":"u"}}}`,
+		`{"type":"organizationMembership.updated","data":{"organization":{"id":"o"},"public_user_data":{"user_id":"u"},"role":"r","permissions":["p"]}}`,
+		`{"type":"user.created","data":{}}`,
+		`{"type":"session.ended","data":null}`,
+		`[]`, `{`, ``,
+	} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := ParseEvent(body, t0)
+		if !slices.Contains(EventTypes, ev.Label) {
+			t.Fatalf("label %q is not one of EventTypes", ev.Label)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			if ev.Revocation != nil || ev.Update != nil {
+				t.Fatalf("refused event carries an action: %+v", ev)
+			}
+			return
+		}
+		if ev.Revocation != nil && ev.Update != nil {
+			t.Fatalf("two actions: %+v", ev)
+		}
+		if r := ev.Revocation; r != nil {
+			if r.Validate() != nil || !r.At.Equal(t0) {
+				t.Fatalf("revocation %+v invalid or not at the given time", r)
+			}
+		}
+		if u := ev.Update; u != nil && (u.UserID == "" || u.OrgID == "" || u.Role == "") {
+			t.Fatalf("update without ids: %+v", u)
 		}
 	})
 }
