@@ -14,15 +14,30 @@ import (
 // refresh (authenticate), and the expiry timers (auth_expiring, then 4001).
 //
 // Contract: authenticate runs on the read loop (or from a handshake before
-// it starts). The principal is swapped under mu; timers are re-armed under
-// mu and never after cleanup (closedTimers). `welcome` is queued before the
-// expiry timers are armed, so `auth_expiring` can never precede it.
+// it starts). After verifying, it checks the revocation Store and installs
+// the principal under opMu (then swapped under mu), so a revocation recorded
+// meanwhile is either seen here or finds the new principal when its
+// re-check takes opMu (revoke.go). A refresh never installs a token issued
+// before the one in force (it answers `error` unauthorized and keeps the old
+// principal). Timers are re-armed under mu and never after cleanup
+// (closedTimers). `welcome` is queued before the expiry timers are armed, so
+// `auth_expiring` can never precede it.
 
 // acceptFirst admits the connection's first principal: a connection slot
 // for the user, metrics, expiry timers and the welcome. It reports whether
 // the connection stays open.
 func (c *conn) acceptFirst(p *authz.Principal) bool {
 	s := c.s
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
+	p, ok := s.checkRevoked(p)
+	if !ok {
+		s.m.AuthFailures[metrics.AuthRevoked].Inc()
+		s.m.Handshakes[metrics.HandshakeUnauthorized].Inc()
+		s.connLogs.log(c.log, slog.LevelInfo, "authentication failed", "reason", "revoked", "first", true)
+		c.closeWith(causeRevoked)
+		return false
+	}
 	if !s.users.acquire(p.UserID) {
 		s.m.RateLimited[metrics.LimitConnectionsPerUser].Inc()
 		s.m.Handshakes[metrics.HandshakeRateLimited].Inc()
@@ -41,9 +56,9 @@ func (c *conn) acceptFirst(p *authz.Principal) bool {
 }
 
 // authenticate verifies token; first says whether this is the
-// connection's first authentication. It reports whether the connection
-// stays open.
-func (c *conn) authenticate(token string, first bool) bool {
+// connection's first authentication, id is the `auth` message's id (for
+// an `error` answer). It reports whether the connection stays open.
+func (c *conn) authenticate(id, token string, first bool) bool {
 	s := c.s
 	p, err := s.verifier.Verify(c.ctx, token)
 	if err != nil {
@@ -63,14 +78,33 @@ func (c *conn) authenticate(token string, first bool) bool {
 		}
 		return c.acceptFirst(p)
 	}
+	c.opMu.Lock()
 	old := c.principal.Load()
 	if old.UserID != p.UserID {
+		c.opMu.Unlock()
 		c.closeWith(causeUserChanged)
+		return false
+	}
+	if p.IssuedAt.Before(old.IssuedAt) {
+		// A rollback to an older token (say, one with a higher role from
+		// before a demotion): refused, the newer token stays in force.
+		c.opMu.Unlock()
+		s.connLogs.log(c.log, slog.LevelInfo, "token refused", "reason", "older than the token in force")
+		c.sendError(id, wire.CodeUnauthorized, "token refused: issued before the token in force (iat); send a newer token", 0)
+		return true
+	}
+	p, ok := s.checkRevoked(p)
+	if !ok {
+		c.opMu.Unlock()
+		s.m.AuthFailures[metrics.AuthRevoked].Inc()
+		s.connLogs.log(c.log, slog.LevelInfo, "authentication failed", "reason", "revoked", "first", false)
+		c.closeWith(causeRevoked)
 		return false
 	}
 	c.mu.Lock()
 	c.principal.Store(p)
 	c.mu.Unlock()
+	c.opMu.Unlock()
 	s.m.TokenRefreshes.Inc()
 	c.recheck(old, p)
 	c.sendWelcome(p)

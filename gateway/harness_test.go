@@ -23,6 +23,7 @@ import (
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator/emulatortest"
 	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -93,6 +94,10 @@ type envOpts struct {
 	policy string
 	leeway time.Duration
 	clock  gateway.Clock // nil: real time
+	// revocations and publisher share revocations between envs (nil: the
+	// gateway's own instance-local Store).
+	revocations *revocation.Store
+	publisher   gateway.Publisher
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -148,7 +153,8 @@ func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping, Clock: o.clock})
+	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping, Clock: o.clock,
+		Revocations: o.revocations, Publisher: o.publisher})
 	if err != nil {
 		t.Fatal(err)
 	}

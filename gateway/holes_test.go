@@ -38,9 +38,9 @@ func TestIPv6ClientsBucketedBySlash64(t *testing.T) {
 	}{
 		{"2001:db8:1:2::1", http.StatusSwitchingProtocols},
 		{"2001:db8:1:2:ffff:ffff:ffff:ffff", http.StatusSwitchingProtocols}, // at the edge: same /64, burst 2
-		{"2001:db8:1:2::abcd", http.StatusTooManyRequests},                 // past it: a third address of that /64
-		{"2001:db8:1:3::1", http.StatusSwitchingProtocols},                 // the next /64 is another client
-		{"198.51.100.7", http.StatusSwitchingProtocols},                    // IPv4 stays per address
+		{"2001:db8:1:2::abcd", http.StatusTooManyRequests},                  // past it: a third address of that /64
+		{"2001:db8:1:3::1", http.StatusSwitchingProtocols},                  // the next /64 is another client
+		{"198.51.100.7", http.StatusSwitchingProtocols},                     // IPv4 stays per address
 		{"198.51.100.8", http.StatusSwitchingProtocols},
 	}
 	for _, s := range steps {

@@ -15,6 +15,7 @@ type originPattern struct {
 }
 
 func parseOriginPattern(s string) (originPattern, error) {
+	s = strings.TrimSpace(s)
 	if s == "*" {
 		// Never "every origin": any site could then open sockets with a
 		// visitor's __session cookie.

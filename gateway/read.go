@@ -32,7 +32,7 @@ func (c *conn) serve(token string) {
 	c.ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	if token != "" {
 		var ok bool
-		offStack(func() { ok = c.authenticate(token, true) })
+		offStack(func() { ok = c.authenticate("", token, true) })
 		if !ok {
 			c.drainReads()
 			return
@@ -117,7 +117,7 @@ func (c *conn) handle(data []byte) {
 	case wire.TypePing:
 		c.sendCtrl(wire.TypePong, wire.Pong{Type: wire.TypePong, ID: m.ID})
 	case wire.TypeAuth:
-		c.authenticate(m.Token, !authed)
+		c.authenticate(m.ID, m.Token, !authed)
 	case wire.TypeSubscribe:
 		if !authed {
 			c.sendError(m.ID, wire.CodeUnauthorized, "authenticate first: send {\"type\":\"auth\",\"token\":...}", 0)

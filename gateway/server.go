@@ -28,6 +28,7 @@ import (
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/internal/clock"
 	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -53,6 +54,13 @@ type Deps struct {
 	// Extra serves every path of the main address the gateway does not
 	// own (the dev page, dev endpoints); nil → 404.
 	Extra http.Handler
+	// Revocations is the Store tokens are checked against (shared with a
+	// revocation.Sync); nil → an instance-local Store keeping revocations
+	// authz.DefaultMaxTokenLifetime + Config.Leeway.
+	Revocations *revocation.Store
+	// Publisher shares webhook revocations with other instances (a
+	// *revocation.Sync on the Store above); nil → this instance only.
+	Publisher Publisher
 }
 
 // Server is the gateway. Its methods are safe for concurrent use.
@@ -68,6 +76,9 @@ type Server struct {
 	upstream func(ctx context.Context) error
 	extra    http.Handler
 	origins  *originMatcher
+
+	revocations *revocation.Store // immutable; safe for concurrent use
+	publisher   Publisher         // nil: instance-local revocations
 
 	connLogs   *logLimiter
 	handshakes *keyedLimiter
@@ -120,6 +131,14 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.extra = http.NotFoundHandler()
 	}
 	s.policy.Store(d.Policy)
+	s.revocations, s.publisher = d.Revocations, d.Publisher
+	if s.revocations == nil {
+		s.revocations, err = revocation.NewStore(revocation.Config{TTL: authz.DefaultMaxTokenLifetime + cfg.Leeway})
+		if err != nil {
+			return nil, fmt.Errorf("failed to create the revocation store: %w", err)
+		}
+	}
+	s.revocations.Watch(s.applyRevocation)
 	s.connLogs = newLogLimiter()
 	l := cfg.Limits
 	s.handshakes = newKeyedLimiter(l.HandshakesPerIP, l.HandshakeBurst, l.MaxTrackedIPs, s.clock.Now)

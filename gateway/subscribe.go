@@ -67,10 +67,15 @@ func (s *subscription) Deliver(m *subscriptions.Message, catchUp bool) {
 // with org_changed; a subscription the policy no longer allows ends with
 // forbidden; one whose Feed key changed (the filter reads an attribute
 // that changed) moves to its new Feed with a fresh `subscribed` and
-// snapshot.
+// snapshot. It plans with the principal in force when it holds opMu (p
+// only stands in before one is installed), so a re-check that runs late
+// never plans with a principal a revocation or a newer refresh replaced.
 func (c *conn) recheck(old, p *authz.Principal) {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
+	if cur := c.principal.Load(); cur != nil {
+		p = cur // a refresh or revocation since the caller's swap: plan with what is in force
+	}
 	c.mu.Lock()
 	subs := make([]*subscription, 0, len(c.subs))
 	for _, sub := range c.subs {

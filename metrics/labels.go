@@ -34,6 +34,7 @@ const (
 	AuthBadIssuer
 	AuthBadAzp
 	AuthBadAlg
+	AuthRevoked // a verified token covered by a revocation (session, user)
 	numAuthFailReasons
 )
 
@@ -100,18 +101,21 @@ const (
 	LimitSubscriptions
 	LimitFeedsPerOrg
 	LimitFeeds
+	LimitFeedBytesPerOrg  // the per-org budget of Feed result bytes
+	LimitFeedSharePerUser // one user's share of its org's Feeds
+	LimitRevocations      // a revocation evicted before its expiry (store full)
 	numLimits
 )
 
 // The label value of each constant, indexed by the constant.
 var (
 	handshakeResultNames = [numHandshakeResults]string{"ok", "unauthorized", "forbidden_origin", "rate_limited", "error"}
-	authFailReasonNames  = [numAuthFailReasons]string{"missing", "malformed", "expired", "not_yet_valid", "bad_signature", "unknown_kid", "bad_issuer", "bad_azp", "bad_alg"}
+	authFailReasonNames  = [numAuthFailReasons]string{"missing", "malformed", "expired", "not_yet_valid", "bad_signature", "unknown_kid", "bad_issuer", "bad_azp", "bad_alg", "revoked"}
 	disconnectNames      = [numDisconnectReasons]string{"client", "auth_expired", "auth_invalid", "user_changed", "rate_limited", "slow_consumer", "too_big", "drain", "error"}
 	sentTypeNames        = [numSentTypes]string{"welcome", "subscribed", "snapshot", "changes", "unsubscribed", "error", "auth_expiring", "pong"}
 	clientTypeNames      = [numClientTypes]string{"auth", "subscribe", "unsubscribe", "ping", "invalid"}
 	overflowActionNames  = [numOverflowActions]string{"catchup", "disconnect"}
-	limitNames           = [numLimits]string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds"}
+	limitNames           = [numLimits]string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds", "feed_bytes_per_org", "feed_share_per_user", "revocations"}
 )
 
 func (v HandshakeResult) String() string  { return handshakeResultNames[v] }

@@ -21,6 +21,7 @@ import (
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator"
 	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/webhooks"
 )
@@ -93,6 +94,8 @@ type parts struct {
 	source   *subscriptions.FirestoreSource
 	hub      *subscriptions.Hub
 	verifier *authz.Verifier
+	revs     *revocation.Store
+	sync     *revocation.Sync
 	srv      *gateway.Server
 }
 
@@ -128,11 +131,28 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	vcfg.AuthorizedParty = authorizedParty(s, origins)
 	vcfg.AllowMissingAzp = s.AllowMissingAzp
+	vcfg.AcceptTemplateTokens = s.AcceptTemplateTokens
+	vcfg.MaxTokenLifetime = s.MaxTokenLifetime
 	vcfg.Logger = log
 	p.verifier, err = authz.NewVerifier(vcfg)
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("failed to set up token verification: %w", err)
+	}
+	// A revocation must outlive every token it covers: the longest
+	// accepted lifetime plus the leeway past exp.
+	p.revs, err = revocation.NewStore(revocation.Config{
+		TTL: p.verifier.MaxTokenLifetime() + p.verifier.Leeway(), MaxEntries: s.MaxRevocations,
+		OnEvict: p.m.RateLimited[metrics.LimitRevocations].Inc,
+	})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.sync, err = revocation.NewSync(p.source.Client(), p.revs, revocation.SyncConfig{Logger: log})
+	if err != nil {
+		p.close()
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	if extra != nil {
@@ -140,7 +160,7 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	p.srv, err = gateway.New(gcfg, gateway.Deps{
 		Verifier: p.verifier, Policy: pol, Hub: p.hub, Metrics: p.m, Gatherer: p.reg, Logger: log,
-		Upstream: p.source.Ping, Extra: mux,
+		Upstream: p.source.Ping, Extra: mux, Revocations: p.revs, Publisher: p.sync,
 	})
 	if err != nil {
 		p.close()
@@ -177,6 +197,7 @@ func Serve(ctx context.Context, s *Settings, log *slog.Logger) error {
 	}
 	defer p.close()
 	go p.verifier.Run(ctx)
+	go func() { _ = p.sync.Run(ctx) }()
 	go watchPolicy(ctx, s.PolicyFile, p.srv, p.m, log)
 	return p.srv.Run(ctx)
 }
@@ -314,6 +335,7 @@ func Dev(ctx context.Context, s *Settings, log *slog.Logger, out io.Writer, read
 		return fmt.Errorf("failed to seed demo data: %w", err)
 	}
 	go p.verifier.Run(ctx)
+	go func() { _ = p.sync.Run(ctx) }()
 	if s.PolicyFile != "" {
 		go watchPolicy(ctx, s.PolicyFile, p.srv, p.m, log)
 	}

@@ -20,38 +20,41 @@ import (
 // Settings is every knob of `firegate serve` and `firegate dev`, read from
 // the environment and overridden by flags of the same meaning.
 type Settings struct {
-	Addr, AdminAddr     string
-	PolicyFile          string
-	AllowedOrigins      []string
-	TrustedProxies      []netip.Prefix
-	ClerkSecretKey      string
-	ClerkJWKSURL        string
-	ClerkJWTKey         string
-	ClerkIssuer         string
-	AuthorizedParties   []string
-	AllowMissingAzp     bool
-	WebhookSecret       string
-	ProjectID           string
-	Database            string
-	EmulatorHost        string
-	MaxMessageBytes     int64
-	DrainTimeout        time.Duration
-	SlowConsumerTimeout time.Duration
-	FeedLinger          time.Duration
-	MaxFeeds            int
-	MaxFeedsPerOrg      int
-	SendQueueMessages   int
-	SendQueueBytes      int
-	HandshakesPerIP     float64
-	AuthFailuresPerIP   float64
-	ConnectionsPerUser  int
-	MessagesPerConn     float64
-	SubsPerConn         int
-	ReplayCount         int
-	ReplayAge           time.Duration
-	Pprof               bool
-	LogLevel            string
-	LogFormat           string
+	Addr, AdminAddr      string
+	PolicyFile           string
+	AllowedOrigins       []string
+	TrustedProxies       []netip.Prefix
+	ClerkSecretKey       string
+	ClerkJWKSURL         string
+	ClerkJWTKey          string
+	ClerkIssuer          string
+	AuthorizedParties    []string
+	AllowMissingAzp      bool
+	AcceptTemplateTokens bool
+	MaxTokenLifetime     time.Duration
+	MaxRevocations       int
+	WebhookSecret        string
+	ProjectID            string
+	Database             string
+	EmulatorHost         string
+	MaxMessageBytes      int64
+	DrainTimeout         time.Duration
+	SlowConsumerTimeout  time.Duration
+	FeedLinger           time.Duration
+	MaxFeeds             int
+	MaxFeedsPerOrg       int
+	SendQueueMessages    int
+	SendQueueBytes       int
+	HandshakesPerIP      float64
+	AuthFailuresPerIP    float64
+	ConnectionsPerUser   int
+	MessagesPerConn      float64
+	SubsPerConn          int
+	ReplayCount          int
+	ReplayAge            time.Duration
+	Pprof                bool
+	LogLevel             string
+	LogFormat            string
 }
 
 type setting struct {
@@ -89,6 +92,9 @@ func (s *Settings) table() []setting {
 		{"CLERK_ISSUER", "clerk-issuer", "expected iss of session tokens", parsed(&s.ClerkIssuer, parseString)},
 		{"CLERK_AUTHORIZED_PARTIES", "clerk-authorized-parties", "allowed azp values (default: the allowed origins)", parsed(&s.AuthorizedParties, parseList)},
 		{"FIREGATE_ALLOW_MISSING_AZP", "allow-missing-azp", "accept tokens without azp (native apps)", parsed(&s.AllowMissingAzp, strconv.ParseBool)},
+		{"FIREGATE_ACCEPT_TEMPLATE_TOKENS", "accept-template-tokens", "accept tokens without a session id (sid), e.g. Clerk JWT-template tokens; session revocations cannot reach them (default false)", parsed(&s.AcceptTemplateTokens, strconv.ParseBool)},
+		{"FIREGATE_MAX_TOKEN_LIFETIME", "max-token-lifetime", "longest accepted token lifetime (exp-iat); revocations are remembered this long plus the leeway (default 24h)", parsed(&s.MaxTokenLifetime, time.ParseDuration)},
+		{"FIREGATE_MAX_REVOCATIONS", "max-revocations", "revocations remembered per instance; past it the oldest is evicted and counted in rate_limited_total{limit=\"revocations\"} (default 100000)", parsed(&s.MaxRevocations, strconv.Atoi)},
 		{"CLERK_WEBHOOK_SECRET", "clerk-webhook-secret", "Svix signing secret (whsec_...) enabling /v1/webhooks/clerk", parsed(&s.WebhookSecret, parseString)},
 		{"FIRESTORE_PROJECT_ID", "project", "Firestore project id (required in serve)", parsed(&s.ProjectID, parseString)},
 		{"FIRESTORE_DATABASE", "database", "Firestore database id (default (default))", parsed(&s.Database, parseString)},
