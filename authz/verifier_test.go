@@ -336,7 +336,7 @@ func TestVerifyTemplateTokens(t *testing.T) {
 		{true, noSID, false},
 		{true, withSID, false},
 	} {
-		v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, AcceptTemplateTokens: tc.accept})
+		v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock, AcceptTemplateTokens: tc.accept})
 		p, err := v.Verify(context.Background(), tc.tok)
 		if tc.wantError {
 			wantReason(t, err, ReasonMalformed, tc.tok)
@@ -356,7 +356,7 @@ func TestVerifyTemplateTokens(t *testing.T) {
 func TestVerifyMaxTokenLifetime(t *testing.T) {
 	d := testIssuer(t, testIssuerURL)
 	clock := newFakeClock(t0)
-	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock.Now, MaxTokenLifetime: time.Hour})
+	v := newTestVerifier(t, VerifierConfig{PEMKey: d.PublicKeyPEM(), Issuer: d.Issuer(), AllowMissingAzp: true, Clock: clock, MaxTokenLifetime: time.Hour})
 	if v.MaxTokenLifetime() != time.Hour {
 		t.Fatalf("MaxTokenLifetime = %v", v.MaxTokenLifetime())
 	}
