@@ -19,17 +19,33 @@ import (
 
 	jose "github.com/go-jose/go-jose/v3"
 	josejwt "github.com/go-jose/go-jose/v3/jwt"
+
+	"github.com/firegate/firegate/internal/testkit"
 )
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+// checkFor is testkit.CheckFor with this package's wait and poll period.
+func checkFor(t *testing.T, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testkit.CheckFor(t, 10*time.Second, 2*time.Millisecond, cond)
+}
+
+// ready is a condition: v has keys.
+func ready(v *Verifier) func() error {
+	return func() error {
+		if !v.Ready() {
+			return errors.New("the verifier has no keys (not Ready)")
 		}
-		time.Sleep(2 * time.Millisecond)
+		return nil
+	}
+}
+
+// hits is a condition: srv has been asked at least n times.
+func hits(srv *jwksServer, n int64) func() error {
+	return func() error {
+		if got := srv.hits.Load(); got < n {
+			return fmt.Errorf("%d JWKS fetches, want %d", got, n)
+		}
+		return nil
 	}
 }
 
@@ -89,8 +105,11 @@ func TestUnknownKidFlood(t *testing.T) {
 		defer close(done)
 		flood(t, v, good, n, "a", &started)
 	}()
-	eventually(t, "all goroutines started and the fetch in flight", func() bool {
-		return started.Load() == n && srv.hits.Load() == 1
+	checkFor(t, func() error {
+		if s, h := started.Load(), srv.hits.Load(); s != n || h != 1 {
+			return fmt.Errorf("%d of %d goroutines started, %d fetches in flight (want all started and one fetch)", s, n, h)
+		}
+		return nil
 	})
 	close(block)
 	<-done
@@ -178,7 +197,7 @@ func TestCachedKeyDoesNotWaitForFetch(t *testing.T) {
 		_, err := v.Verify(context.Background(), forgedKid(good, "forged"))
 		forgedDone <- err
 	}()
-	eventually(t, "the refetch to reach the server", func() bool { return srv.hits.Load() == 2 })
+	checkFor(t, hits(srv, 2)) // the refetch reached the server
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -265,16 +284,22 @@ func TestRunFollowsRotation(t *testing.T) {
 		defer close(done)
 		v.Run(ctx)
 	}()
-	eventually(t, "Ready", v.Ready)
+	checkFor(t, ready(v))
 	if _, err := v.Verify(context.Background(), tokA); err != nil {
 		t.Fatal(err)
 	}
 	srv.set(jwksOf(t, a, b)) // new key published next to the old one
-	eventually(t, "the new key", func() bool { _, err := v.Verify(context.Background(), tokB); return err == nil })
+	// The new key becomes known.
+	checkFor(t, func() error {
+		_, err := v.Verify(context.Background(), tokB)
+		return err
+	})
 	srv.set(b.JWKS()) // old key retired
-	eventually(t, "the old key to disappear", func() bool {
-		_, err := v.Verify(context.Background(), tokA)
-		return ReasonOf(err) == ReasonUnknownKID
+	checkFor(t, func() error {
+		if _, err := v.Verify(context.Background(), tokA); ReasonOf(err) != ReasonUnknownKID {
+			return fmt.Errorf("a token of the retired key verifies as %v, want %s", err, ReasonUnknownKID)
+		}
+		return nil
 	})
 	if _, err := v.Verify(context.Background(), tokB); err != nil {
 		t.Fatal(err)
@@ -303,12 +328,12 @@ func TestRunRetriesUntilReady(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	eventually(t, "three failed attempts", func() bool { return srv.hits.Load() >= 3 })
+	checkFor(t, hits(srv, 3)) // three failed attempts
 	if v.Ready() {
 		t.Fatal("Ready without keys")
 	}
 	srv.status.Store(0)
-	eventually(t, "Ready after the source recovers", v.Ready)
+	checkFor(t, ready(v)) // after the source recovers
 }
 
 func TestRunPEMWaitsForContext(t *testing.T) {

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"cloud.google.com/go/firestore"
 
@@ -125,15 +124,13 @@ func errorOf(t testing.TB, w *httptest.ResponseRecorder) string {
 	return e.Error
 }
 
-// eventually polls cond every 20 ms until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+// simGoroutines is a condition: n simulation goroutines run.
+func simGoroutines(n int) func() error {
+	return func() error {
+		if got := goroutinesWith("devmode.(*DevHandler).runSimulation"); got != n {
+			return fmt.Errorf("%d simulation goroutines, want %d", got, n)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
 	}
 }
 

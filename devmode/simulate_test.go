@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+
+	"github.com/firegate/firegate/internal/testkit"
 )
 
 func simulations(t *testing.T, h http.Handler) []simStatus {
@@ -61,22 +63,25 @@ func TestSimulateActivity(t *testing.T) {
 		t.Errorf("running: %+v", got)
 	}
 	// It adds tasks in the org and modifies existing ones.
-	eventually(t, 20*time.Second, "simulated adds and modifications", func() bool {
+	testkit.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		added, modified := 0, 0
 		for id, d := range orgTasks(t, c, OrgAcme) {
 			if strings.HasPrefix(id, simIDPrefix) {
 				added++
 				if d["org_id"] != OrgAcme || d["title"] == "" {
-					t.Fatalf("simulated task %s: %v", id, d)
+					return testkit.Stop(fmt.Errorf("simulated task %s: %v", id, d))
 				}
 				if _, ok := d["created_at"].(time.Time); !ok {
-					t.Fatalf("simulated task %s has created_at %#v", id, d["created_at"])
+					return testkit.Stop(fmt.Errorf("simulated task %s has created_at %#v", id, d["created_at"]))
 				}
 			} else if old, ok := seeded[id]; ok && (old["status"] != d["status"] || old["visibility"] != d["visibility"] || old["title"] != d["title"]) {
 				modified++
 			}
 		}
-		return added > 0 && modified > 0
+		if added == 0 || modified == 0 {
+			return fmt.Errorf("the simulation has added %d and modified %d tasks, want both", added, modified)
+		}
+		return nil
 	})
 
 	// on=0 stops it: the loop has ended when the response comes.
@@ -92,9 +97,7 @@ func TestSimulateActivity(t *testing.T) {
 	if got := simulations(t, h); len(got) != 0 {
 		t.Errorf("running after stop: %+v", got)
 	}
-	eventually(t, 5*time.Second, "the simulation goroutine to exit", func() bool {
-		return goroutinesWith("devmode.(*DevHandler).runSimulation") == 0
-	})
+	testkit.CheckFor(t, 5*time.Second, 20*time.Millisecond, simGoroutines(0))
 	// It never touched the other org and never added more than its cap.
 	after := orgTasks(t, c, OrgAcme)
 	sims := 0
@@ -142,9 +145,7 @@ func TestSimulateLimitsAndClose(t *testing.T) {
 	if len(got) != MaxSimulations || got[0] != (simStatus{Org: "org_0", On: true, Rate: 0.02}) {
 		t.Errorf("running: %+v", got)
 	}
-	eventually(t, 5*time.Second, "one goroutine per simulation", func() bool {
-		return goroutinesWith("devmode.(*DevHandler).runSimulation") == MaxSimulations
-	})
+	testkit.CheckFor(t, 5*time.Second, 20*time.Millisecond, simGoroutines(MaxSimulations))
 	// Close stops them all and refuses new ones.
 	h.Close()
 	if n := goroutinesWith("devmode.(*DevHandler).runSimulation"); n != 0 {

@@ -2,9 +2,12 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -14,9 +17,32 @@ import (
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
+
+// chaosSeed is the seed of the random operations: FIREGATE_CHAOS_SEED
+// when set, to replay a failed run's choices, a fresh one otherwise. A
+// failed run logs it. (The choices replay; their interleaving with the
+// emulator and the gateway's goroutines is the machine's.)
+func chaosSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("FIREGATE_CHAOS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("FIREGATE_CHAOS_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("chaos seed %d", seed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replay with: FIREGATE_CHAOS_SEED=%d go test -race -run '^TestChaos$' ./gateway", seed)
+		}
+	})
+	return seed
+}
 
 // Chaos parameters: how long the random operations run, and the
 // population they draw from.
@@ -174,19 +200,18 @@ func (ch *chaos) switchOrg() {
 	welcomes := len(c.tc.welcomes)
 	c.tc.mu.Unlock()
 	c.tc.sendNoFail(map[string]any{"type": "auth", "token": ch.token(c.user, org)})
-	deadline := time.Now().Add(waitFor)
-	for {
+	testkit.CheckFor(ch.t, waitFor, 5*time.Millisecond, func() error {
 		c.tc.mu.Lock()
 		got := len(c.tc.welcomes) > welcomes
 		c.tc.mu.Unlock()
-		if got {
-			break
+		switch {
+		case got:
+			return nil
+		case c.tc.isDone():
+			return testkit.Stop(fmt.Errorf("closed without a welcome after an org switch: %v", c.tc.closeErr()))
 		}
-		if time.Now().After(deadline) || c.tc.isDone() {
-			ch.t.Fatalf("no welcome after an org switch (closed: %v, %v)", c.tc.isDone(), c.tc.closeErr())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return errors.New("no welcome after an org switch")
+	})
 	var resub []subSpec
 	c.tc.mu.Lock()
 	if w := c.tc.welcomes[len(c.tc.welcomes)-1]; w.OrgID != org {
@@ -324,8 +349,7 @@ func TestChaos(t *testing.T) {
 		}
 	})
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("chaos seed %d", seed)
+	seed := chaosSeed(t)
 	emu := startOwnEmulator(t)
 	src := newOwnSource(t, emu.host(), "firegate-chaos")
 	e := newEnvOn(t, src, envOpts{

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/wire"
 )
 
@@ -290,9 +292,7 @@ func TestRefreshKeepsConnectionAndExpiryCloses(t *testing.T) {
 	if code, reason := c2.closed(); code != wire.CloseUnauthenticated || !strings.Contains(reason, "expired") {
 		t.Fatalf("close %d %q", code, reason)
 	}
-	eventually(t, "auth_expired disconnect counted", func() bool {
-		return e.counter("firegate_disconnects_total", map[string]string{"reason": "auth_expired"}) == 1
-	})
+	e.awaitCounter("firegate_disconnects_total", map[string]string{"reason": "auth_expired"}, 1)
 
 	// With a refresh the connection lives past the first token's expiry.
 	clock.CatchUp()
@@ -373,7 +373,12 @@ func TestSharedListenerLingersThenCloses(t *testing.T) {
 		t.Fatalf("listeners after warm resubscribe = %d", got)
 	}
 	cl.c.Close(websocket.StatusNormalClosure, "bye")
-	eventually(t, "feed closed after linger", func() bool { return e.hub.FeedCount() == 0 })
+	testkit.CheckFor(t, waitFor, pollEvery, func() error {
+		if n := e.hub.FeedCount(); n != 0 {
+			return fmt.Errorf("%d feeds open after the linger", n)
+		}
+		return nil
+	})
 	if v := e.counter("firegate_feeds_active", nil); v != 0 {
 		t.Fatalf("feeds_active = %v", v)
 	}
@@ -412,7 +417,5 @@ func TestMalformedFramesAndOversize(t *testing.T) {
 	if code, _ := cl.closed(); code != websocket.StatusMessageTooBig {
 		t.Fatalf("close code %d, want 1009", code)
 	}
-	eventually(t, "too_big counted", func() bool {
-		return e.counter("firegate_disconnects_total", map[string]string{"reason": "too_big"}) == 1
-	})
+	e.awaitCounter("firegate_disconnects_total", map[string]string{"reason": "too_big"}, 1)
 }

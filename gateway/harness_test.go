@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator/emulatortest"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
@@ -353,16 +355,30 @@ func (cl *client) subscribe(msg map[string]any) (wire.ServerMessage, []wire.Doc,
 	}
 }
 
-// eventually polls cond until it holds or fails after waitFor.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// pollEvery is how often condition waits (testkit.CheckFor) look again.
+const pollEvery = 10 * time.Millisecond
+
+// awaitCounter waits until the metric name{labels} (see counter) equals
+// want.
+func (e *env) awaitCounter(name string, labels map[string]string, want float64) {
+	e.t.Helper()
+	testkit.CheckFor(e.t, waitFor, pollEvery, func() error {
+		if v := e.counter(name, labels); v != want {
+			return fmt.Errorf("%s%v = %v, want %v", name, labels, v, want)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+}
+
+// awaitConnCount waits until the gateway holds n connections.
+func (e *env) awaitConnCount(n int) {
+	e.t.Helper()
+	testkit.CheckFor(e.t, waitFor, pollEvery, func() error {
+		if got := e.srv.ConnCount(); got != n {
+			return fmt.Errorf("%d connections, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 func docIDs(docs []wire.Doc) map[string]bool {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
 )
@@ -105,13 +106,15 @@ func TestConnectionsPerUser(t *testing.T) {
 	}
 	// A slot frees when a connection ends.
 	a.c.Close(websocket.StatusNormalClosure, "")
-	eventually(t, "slot released", func() bool {
+	testkit.CheckFor(t, waitFor, pollEvery, func() error {
 		c, _, err := e.dial(dialOpts{header: http.Header{"Authorization": {"Bearer " + e.token(authz.MintOptions{UserID: user})}}})
 		if err != nil {
-			return false
+			return fmt.Errorf("dial: %w", err)
 		}
-		m := c.next()
-		return m.Type == "welcome"
+		if m := c.next(); m.Type != "welcome" {
+			return fmt.Errorf("the slot was not released: got %s %q", m.Type, m.Message)
+		}
+		return nil
 	})
 }
 
@@ -190,9 +193,16 @@ func TestDrainSpreadsClosesAndFailsReadiness(t *testing.T) {
 	start := time.Now()
 	done := make(chan struct{})
 	go func() { e.srv.Drain(context.Background()); close(done) }()
-	eventually(t, "readyz failing", func() bool {
+	testkit.CheckFor(t, waitFor, pollEvery, func() error {
 		r, err := http.Get(e.admin.URL + "/readyz")
-		return err == nil && r.StatusCode == http.StatusServiceUnavailable
+		if err != nil {
+			return err
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz answers %s while draining", r.Status)
+		}
+		return nil
 	})
 	var mu sync.Mutex
 	var closedAt []time.Duration

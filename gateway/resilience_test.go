@@ -528,9 +528,9 @@ func awaitConverged(t *testing.T, fs *firestore.Client, d time.Duration, checks 
 // waitConverged is awaitConverged returning the differences left at the
 // deadline (nil when every view converged).
 func waitConverged(fs *firestore.Client, d time.Duration, checks []convergeCheck) []string {
-	deadline := time.Now().Add(d)
-	for {
-		var bad []string
+	var bad []string
+	_ = testkit.Poll(d, 100*time.Millisecond, func() error {
+		bad = nil
 		for _, c := range checks {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			want, err := queryTruth(ctx, fs, c.spec)
@@ -554,11 +554,9 @@ func waitConverged(fs *firestore.Client, d time.Duration, checks []convergeCheck
 		if len(bad) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return bad
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return errors.New(strings.Join(bad, "; "))
+	})
+	return bad
 }
 
 type convergeCheck struct {
@@ -636,19 +634,14 @@ func delRetrying(t *testing.T, fs *firestore.Client, path string) {
 
 func retryWrite(t *testing.T, what string, write func(context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(convergeWithin)
-	for {
+	testkit.CheckFor(t, convergeWithin, 100*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := write(ctx)
-		cancel()
-		if err == nil {
-			return
+		defer cancel()
+		if err := write(ctx); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // putSeen writes a document of a query some Feed of e listens to and
@@ -673,8 +666,11 @@ func (e *env) delSeen(path string) {
 
 func (e *env) waitUpstreamChanges(n float64) {
 	e.t.Helper()
-	eventually(e.t, fmt.Sprintf("%v upstream changes", n), func() bool {
-		return e.counter("firegate_upstream_changes_total", nil) >= n
+	testkit.CheckFor(e.t, waitFor, pollEvery, func() error {
+		if v := e.counter("firegate_upstream_changes_total", nil); v < n {
+			return fmt.Errorf("%v upstream changes, want %v", v, n)
+		}
+		return nil
 	})
 }
 
@@ -682,7 +678,7 @@ func (e *env) waitUpstreamChanges(n float64) {
 func (e *env) goOffline(cl *client) {
 	e.t.Helper()
 	cl.c.Close(websocket.StatusNormalClosure, "going offline")
-	eventually(e.t, "connection gone", func() bool { return e.srv.ConnCount() == 0 })
+	e.awaitConnCount(0)
 }
 
 // changesByID indexes a changes message; it fails on a document listed
@@ -809,25 +805,24 @@ func startFiregate(t *testing.T, bin string, env map[string]string) *firegatePro
 	})
 	ready := "http://" + env["FIREGATE_ADMIN_ADDR"] + "/readyz"
 	hc := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("firegate serve exited during start-up: %v\n%s", cmd.ProcessState, p.out)
+			return testkit.Stop(fmt.Errorf("firegate serve exited during start-up: %v\n%s", cmd.ProcessState, p.out))
 		default:
 		}
-		if resp, err := hc.Get(ready); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				hc.CloseIdleConnections()
-				return p
-			}
+		resp, err := hc.Get(ready)
+		if err != nil {
+			return fmt.Errorf("firegate serve not ready: %w\n%s", err, p.out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("firegate serve not ready within 30s:\n%s", p.out)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("firegate serve not ready: readyz %s\n%s", resp.Status, p.out)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	hc.CloseIdleConnections()
+	return p
 }
 
 // kill SIGKILLs the process and waits for it.

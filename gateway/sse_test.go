@@ -113,7 +113,7 @@ func TestSSEStreamAndResume(t *testing.T) {
 		t.Fatalf("changes id %q data %s", ch.id, ch.data)
 	}
 	c.cancel()
-	eventually(t, "SSE connection gone", func() bool { return e.srv.ConnCount() == 0 })
+	e.awaitConnCount(0)
 
 	// Changes while away; Last-Event-ID resumes with the net change.
 	e.del("tasks/" + org + "_1")

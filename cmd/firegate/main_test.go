@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/wire"
 )
 
@@ -100,17 +102,12 @@ func TestDevEndToEnd(t *testing.T) {
 	if code, body := get(base + "/"); code != 200 || !strings.Contains(body, "<html") {
 		t.Fatalf("GET / = %d %.200s", code, body)
 	}
-	poll := time.Now().Add(30 * time.Second)
-	for {
-		code, body := get(base + "/readyz")
-		if code == 200 {
-			break
+	testkit.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if code, body := get(base + "/readyz"); code != 200 {
+			return fmt.Errorf("/readyz = %d %s", code, body)
 		}
-		if time.Now().After(poll) {
-			t.Fatalf("/readyz = %d %s", code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if code, _ := get(admin + "/readyz"); code != 200 {
 		t.Fatalf("admin /readyz = %d", code)
 	}

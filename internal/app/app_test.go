@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 )
@@ -91,19 +93,20 @@ func TestWatchPolicyOnSignalAndFileChange(t *testing.T) {
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor := func(what string, cond func() bool) {
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	hup <- os.Interrupt // any value: a SIGHUP
-	waitFor("reload on signal", func() bool { return testutil.ToFloat64(m.PolicyReloads.WithLabelValues("ok")) == 1 })
+	testkit.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := testutil.ToFloat64(m.PolicyReloads.WithLabelValues("ok")); n != 1 {
+			return fmt.Errorf("%v successful policy reloads after a signal, want 1", n)
+		}
+		return nil
+	})
 	os.WriteFile(path, []byte(policyB), 0o600)
-	waitFor("reload on change", func() bool { return len(srv.Policy().Collections()) == 2 })
+	testkit.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := len(srv.Policy().Collections()); n != 2 {
+			return fmt.Errorf("the policy in force has %d collections after the file changed, want 2", n)
+		}
+		return nil
+	})
 }
 
 func TestSettingsEnvThenFlags(t *testing.T) {

@@ -17,19 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+	"github.com/firegate/firegate/internal/testkit"
+)
 
 func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
@@ -396,7 +386,12 @@ func TestChildDiesWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	waitFor(t, 30*time.Second, "the orphaned emulator to die", func() bool { return !groupAlive(pid) })
+	testkit.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if groupAlive(pid) {
+			return fmt.Errorf("the orphaned emulator (process group %d) is still alive", pid)
+		}
+		return nil
+	})
 }
 
 func readLine(r io.Reader, d time.Duration) (string, error) {

@@ -4,6 +4,7 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -15,14 +16,20 @@ type TB interface {
 }
 
 // Poll calls cond every interval until it returns nil or total has
-// passed, and returns nil or, after the deadline, cond's last error. It
-// may be called from any goroutine. cond runs at least once.
+// passed, and returns nil or, after the deadline, cond's last error. A
+// condition that can no longer come true returns Stop(err): Poll then
+// returns err at once. It may be called from any goroutine. cond runs at
+// least once.
 func Poll(total, interval time.Duration, cond func() error) error {
 	deadline := time.Now().Add(total)
 	for {
 		err := cond()
 		if err == nil {
 			return nil
+		}
+		var s stopError
+		if errors.As(err, &s) {
+			return s.err
 		}
 		if !time.Now().Before(deadline) {
 			return fmt.Errorf("not within %v: %w", total, err)
@@ -40,3 +47,12 @@ func CheckFor(t TB, total, interval time.Duration, cond func() error) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// Stop marks err as final: the condition can no longer come true (the
+// connection it waits on has closed), so waiting on is pointless.
+func Stop(err error) error { return stopError{err} }
+
+type stopError struct{ err error }
+
+func (s stopError) Error() string { return s.err.Error() }
+func (s stopError) Unwrap() error { return s.err }

@@ -66,3 +66,15 @@ func TestPollWrapsTheLastError(t *testing.T) {
 		t.Fatalf("Poll = %v, want it to wrap the condition's error", err)
 	}
 }
+
+func TestPollStopsAtAFinalError(t *testing.T) {
+	closed := errors.New("connection closed")
+	calls := 0
+	err := testkit.Poll(time.Minute, time.Millisecond, func() error {
+		calls++
+		return testkit.Stop(closed)
+	})
+	if !errors.Is(err, closed) || calls != 1 {
+		t.Fatalf("Poll = %v after %d calls, want the final error after one", err, calls)
+	}
+}
