@@ -1,15 +1,15 @@
 package subscriptions
 
-// Test fixtures for the Hub and Feed tests: a fake Source (the seam the
-// tests push Snapshots through), a recording Subscriber that rebuilds the
+// Test fixtures for the Hub and Feed tests: the fake Source of
+// subscriptionstest (the seam the tests push Snapshots through), a recording Subscriber that rebuilds the
 // client's view exactly as a client would, fake linger timers and small
 // builders. Helpers are prefixed hs ("hub suite") to stay clear of the
 // other test files of the package.
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -20,21 +20,58 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/subscriptions/subscriptionstest"
 	"github.com/firegate/firegate/wire"
 )
 
-const hsWait = 10 * time.Second
+const hsWait = subscriptionstest.Wait
 
-// hsPoll polls cond until it holds or the deadline passes.
-func hsPoll(t testing.TB, what string, cond func() bool) {
+// hsCheck waits (up to hsWait) until cond returns nil; a timeout fails t
+// with cond's last error.
+func hsCheck(t testing.TB, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(hsWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testkit.CheckFor(t, hsWait, time.Millisecond, cond)
+}
+
+// hsEnded is a condition: l's Listen has returned.
+func hsEnded(l *fakeListener) func() error {
+	return func() error {
+		if !l.Ended() {
+			return errors.New("the listener has not ended")
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	}
+}
+
+// hsFeedCount is a condition: h holds n Feeds.
+func hsFeedCount(h *Hub, n int) func() error {
+	return func() error {
+		if got := h.FeedCount(); got != n {
+			return fmt.Errorf("%d Feeds, want %d", got, n)
+		}
+		return nil
+	}
+}
+
+// hsFeedGone is a condition: h holds no Feed under key.
+func hsFeedGone(h *Hub, key string) func() error {
+	return func() error {
+		if h.feedFor(key) != nil {
+			return fmt.Errorf("Feed %s still open", key)
+		}
+		return nil
+	}
+}
+
+// hsConverges is a condition: f shows exactly want.
+func hsConverges(f *feed, want map[string]string) func() error {
+	return func() error {
+		if got := hsVisible(f); !hsMapsEqual(got, want) {
+			return fmt.Errorf("Feed %s shows %v, upstream has %v", f.spec.Key, got, want)
+		}
+		return nil
 	}
 }
 
@@ -45,98 +82,12 @@ func hsLeakCheck(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
-// fakeSource is a Source whose listeners are driven by the test.
-type fakeSource struct {
-	mu        sync.Mutex
-	listeners []*fakeListener
-}
-
-// fakeListener is one Listen call.
-type fakeListener struct {
-	q     Query
-	ctx   context.Context
-	snaps chan *Snapshot
-	acks  chan struct{}
-	errs  chan error
-	done  chan struct{}
-}
-
-func (s *fakeSource) Listen(ctx context.Context, q Query, emit func(*Snapshot)) error {
-	l := &fakeListener{
-		q: q, ctx: ctx,
-		snaps: make(chan *Snapshot),
-		acks:  make(chan struct{}),
-		errs:  make(chan error),
-		done:  make(chan struct{}),
-	}
-	s.mu.Lock()
-	s.listeners = append(s.listeners, l)
-	s.mu.Unlock()
-	defer close(l.done)
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case snap := <-l.snaps:
-			emit(snap)
-			l.acks <- struct{}{}
-		case err := <-l.errs:
-			return err
-		}
-	}
-}
-
-func (s *fakeSource) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.listeners)
-}
-
-// listener waits for the i-th Listen call (0-based).
-func (s *fakeSource) listener(t testing.TB, i int) *fakeListener {
-	t.Helper()
-	hsPoll(t, fmt.Sprintf("listener %d", i), func() bool { return s.count() > i })
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.listeners[i]
-}
-
-// emit hands snap to the Feed and waits until the Feed has processed it.
-func (l *fakeListener) emit(t testing.TB, snap *Snapshot) {
-	t.Helper()
-	select {
-	case l.snaps <- snap:
-	case <-l.done:
-		t.Fatal("emit: listener already ended")
-	case <-time.After(hsWait):
-		t.Fatal("emit: listener not receiving")
-	}
-	select {
-	case <-l.acks:
-	case <-time.After(hsWait):
-		t.Fatal("emit: snapshot not processed")
-	}
-}
-
-// fail makes Listen return err and waits for it to return.
-func (l *fakeListener) fail(t testing.TB, err error) {
-	t.Helper()
-	select {
-	case l.errs <- err:
-	case <-time.After(hsWait):
-		t.Fatal("fail: listener not receiving")
-	}
-	<-l.done
-}
-
-func (l *fakeListener) ended() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
-}
+// fakeSource is the Source the Hub and Feed tests drive: each Listen call
+// is a fakeListener the test hands snapshots and errors.
+type (
+	fakeSource   = subscriptionstest.Source[Query, *Snapshot]
+	fakeListener = subscriptionstest.Listener[Query, *Snapshot]
+)
 
 // hsTimers replaces the Hub's linger timers so a test fires them by hand.
 type hsTimers struct {

@@ -40,8 +40,8 @@ func TestSnapshotThenChangesInOrder(t *testing.T) {
 	if len(s.Epoch()) != 11 {
 		t.Errorf("epoch %q: want 8 random bytes in base64url (11 chars)", s.Epoch())
 	}
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("b", 1, "x", int64(1)), hsDoc("a", 1, "x", int64(2))))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("b", 1, "x", int64(1)), hsDoc("a", 1, "x", int64(2))))
 	ds = r.take()[1:]
 	if len(ds) != 1 || ds[0].sm.Type != "snapshot" || ds[0].sm.Seq != 0 || !ds[0].sm.Final || !ds[0].catchUp {
 		t.Fatalf("after Reset got %+v, want one final snapshot at seq 0 with catchUp", hsTypes(ds))
@@ -51,7 +51,7 @@ func TestSnapshotThenChangesInOrder(t *testing.T) {
 	}
 
 	snap := hsChanges(hsAdded(hsDoc("c", 1, "x", int64(3))))
-	l.emit(t, snap)
+	l.Emit(t, snap)
 	ds = r.take()
 	if len(ds) != 1 || ds[0].catchUp {
 		t.Fatalf("got %v, want one live changes", hsTypes(ds))
@@ -65,7 +65,7 @@ func TestSnapshotThenChangesInOrder(t *testing.T) {
 		t.Errorf("message Seq %d ReceivedAt %v End %v", ds[0].m.Seq, ds[0].m.ReceivedAt, ds[0].m.End)
 	}
 
-	l.emit(t, hsChanges(hsModified(hsDoc("a", 2, "x", int64(4))), hsRemoved("b")))
+	l.Emit(t, hsChanges(hsModified(hsDoc("a", 2, "x", int64(4))), hsRemoved("b")))
 	ds = r.take()
 	if len(ds) != 1 || ds[0].sm.Seq != 2 || !slices.Equal(hsChangeList(ds[0].sm), []string{"modified:a", "removed:b"}) {
 		t.Fatalf("got %v seq %d, want modified:a removed:b at seq 2", hsChangeList(ds[0].sm), ds[0].sm.Seq)
@@ -86,10 +86,10 @@ func TestLateSubscriberDoesNotBumpSeq(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, _ := hsNewHub(t, HubConfig{})
 	_, r1 := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1)))
-	l.emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
-	l.emit(t, hsChanges(hsModified(hsDoc("a", 2))))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1)))
+	l.Emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
+	l.Emit(t, hsChanges(hsModified(hsDoc("a", 2))))
 	f := h.feedFor("k")
 	_, r2 := hsSubscribe(t, h, hsSpec("k", "org"), nil)
 	_, r3 := hsSubscribe(t, h, hsSpec("k", "org"), nil)
@@ -103,7 +103,7 @@ func TestLateSubscriberDoesNotBumpSeq(t *testing.T) {
 	if hsSeq(f) != 2 {
 		t.Errorf("late subscribers moved seq to %d", hsSeq(f))
 	}
-	l.emit(t, hsChanges(hsRemoved("b")))
+	l.Emit(t, hsChanges(hsRemoved("b")))
 	for i, r := range []*hsRecorder{r1, r2, r3} {
 		ds := r.deliveries()
 		last := ds[len(ds)-1]
@@ -153,9 +153,9 @@ func TestSnapshotChunking(t *testing.T) {
 			hsLeakCheck(t)
 			h, src, _ := hsNewHub(t, HubConfig{SnapshotChunkBytes: tc.limit})
 			hsSubscribe(t, h, hsSpec("k", "org"), nil)
-			l := src.listener(t, 0)
-			l.emit(t, hsReset(mk(1), mk(2), mk(3)))
-			l.emit(t, hsChanges(hsAdded(mk(4))))
+			l := src.Listener(t, 0)
+			l.Emit(t, hsReset(mk(1), mk(2), mk(3)))
+			l.Emit(t, hsChanges(hsAdded(mk(4))))
 			_, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
 			ds := r.deliveries()[1:]
 			var counts []int
@@ -191,7 +191,7 @@ func TestSnapshotChunking(t *testing.T) {
 		hsLeakCheck(t)
 		h, src, _ := hsNewHub(t, HubConfig{SnapshotChunkBytes: 10})
 		_, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-		src.listener(t, 0).emit(t, hsReset())
+		src.Listener(t, 0).Emit(t, hsReset())
 		ds := r.deliveries()
 		if len(ds) != 2 || !strings.HasSuffix(ds[1].raw, `"seq":0,"docs":[],"final":true}`) {
 			t.Errorf("empty snapshot %v", ds)
@@ -216,8 +216,8 @@ func TestFilterTransitions(t *testing.T) {
 		_, r := hsSubscribe(t, h, spec, nil)
 		recs = append(recs, r)
 	}
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1, "visible", true), hsDoc("b", 1, "visible", false)))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1, "visible", true), hsDoc("b", 1, "visible", false)))
 	for _, r := range recs {
 		r.take()
 	}
@@ -240,7 +240,7 @@ func TestFilterTransitions(t *testing.T) {
 	f := h.feedFor("k")
 	seq := uint64(0)
 	for _, st := range steps {
-		l.emit(t, hsChanges(st.change))
+		l.Emit(t, hsChanges(st.change))
 		if st.want != nil {
 			seq++
 		}
@@ -284,10 +284,10 @@ func TestDuplicateSuppression(t *testing.T) {
 			m := metrics.New(nil)
 			h, src, _ := hsNewHub(t, HubConfig{Metrics: m})
 			_, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-			l := src.listener(t, 0)
-			l.emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1")))
+			l := src.Listener(t, 0)
+			l.Emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1")))
 			r.take()
-			l.emit(t, tc.snap)
+			l.Emit(t, tc.snap)
 			ds := r.take()
 			if tc.want == nil {
 				if len(ds) != 0 {
@@ -311,8 +311,8 @@ func TestDocumentEncoding(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, _ := hsNewHub(t, HubConfig{})
 	_, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset())
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset())
 	r.take()
 	nested := Document{
 		ID: "n", Path: "projects/p1/tasks/n",
@@ -323,7 +323,7 @@ func TestDocumentEncoding(t *testing.T) {
 		UpdateTime: time.Date(2025, 3, 4, 5, 6, 7, 891000, time.FixedZone("x", 3600)),
 	}
 	empty := Document{ID: "e", Path: "tasks/e", UpdateTime: hsEpochTime}
-	l.emit(t, hsChanges(hsAdded(nested), hsAdded(empty)))
+	l.Emit(t, hsChanges(hsAdded(nested), hsAdded(empty)))
 	ds := r.take()
 	want := `{"type":"changes","sub":"s1","seq":1,"read_time":"2025-01-02T03:05:05Z","changes":[` +
 		`{"kind":"added","id":"n","path":"projects/p1/tasks/n","data":{"a":{"b":[1.5,null,true],"y":"\u003c\u0026\u003e"},"inf":null,"nan":null,"z":1},"update_time":"2025-03-04T04:06:07.000891Z"},` +
@@ -369,7 +369,7 @@ func hsFanoutSetupFiltered(tb testing.TB, n int, filter func(id, path string, da
 		"title": "Write the quarterly report", "status": "open", "org_id": "org_2abc", "priority": int64(3),
 		"assignee": "user_123", "tags": []any{"finance", "q3"}, "estimate": 2.5, "done": false,
 	}
-	src.listener(tb, 0).emit(tb, hsReset(Document{ID: "t1", Path: "tasks/t1", Data: data, UpdateTime: hsEpochTime}))
+	src.Listener(tb, 0).Emit(tb, hsReset(Document{ID: "t1", Path: "tasks/t1", Data: data, UpdateTime: hsEpochTime}))
 	f := h.feedFor("k")
 	snap := &Snapshot{
 		Changes:  []Change{{Kind: Modified, Doc: Document{ID: "t1", Path: "tasks/t1", Data: data}}},

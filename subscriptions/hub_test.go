@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/wire"
 )
@@ -86,11 +87,11 @@ func TestSharedFeedOneListener(t *testing.T) {
 	h, src, _ := hsNewHub(t, HubConfig{Metrics: m})
 	s1, r1 := hsSubscribe(t, h, hsSpec("k1", "org"), nil)
 	s2, r2 := hsSubscribe(t, h, hsSpec("k1", "org"), nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1, "n", 1)))
-	l.emit(t, hsChanges(hsModified(hsDoc("a", 2, "n", 2))))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1, "n", 1)))
+	l.Emit(t, hsChanges(hsModified(hsDoc("a", 2, "n", 2))))
 
-	if n := src.count(); n != 1 {
+	if n := src.Count(); n != 1 {
 		t.Errorf("Listen calls = %d, want 1", n)
 	}
 	if h.ListenersStarted() != 1 || testutil.ToFloat64(m.ListenersStarted) != 1 {
@@ -122,14 +123,14 @@ func TestDistinctKeysDistinctFeeds(t *testing.T) {
 	h, src, _ := hsNewHub(t, HubConfig{})
 	s1, _ := hsSubscribe(t, h, hsSpec("k1", "org1"), nil)
 	s2, _ := hsSubscribe(t, h, hsSpec("k2", "org2"), nil)
-	l0, l1 := src.listener(t, 0), src.listener(t, 1)
-	if h.FeedCount() != 2 || src.count() != 2 {
-		t.Fatalf("FeedCount = %d, listeners = %d, want 2, 2", h.FeedCount(), src.count())
+	l0, l1 := src.Listener(t, 0), src.Listener(t, 1)
+	if h.FeedCount() != 2 || src.Count() != 2 {
+		t.Fatalf("FeedCount = %d, listeners = %d, want 2, 2", h.FeedCount(), src.Count())
 	}
 	if s1.Epoch() == s2.Epoch() {
 		t.Error("two Feeds share an epoch")
 	}
-	orgs := []any{l0.q.Filters[0].Value, l1.q.Filters[0].Value}
+	orgs := []any{l0.Query().Filters[0].Value, l1.Query().Filters[0].Value}
 	slices.SortFunc(orgs, func(a, b any) int { return hsCmpString(a.(string), b.(string)) })
 	if orgs[0] != "org1" || orgs[1] != "org2" {
 		t.Errorf("listener queries for %v, want org1 and org2", orgs)
@@ -224,9 +225,9 @@ func TestLingerWarmRevive(t *testing.T) {
 	h, src, timers := hsNewHub(t, HubConfig{Metrics: m})
 	spec := hsSpec("k", "org")
 	s1, _ := hsSubscribe(t, h, spec, nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1)))
-	l.emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1)))
+	l.Emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
 	epoch := s1.Epoch()
 
 	s1.Unsubscribe()
@@ -234,20 +235,20 @@ func TestLingerWarmRevive(t *testing.T) {
 		t.Fatalf("linger timers = %d, want 1", timers.len())
 	}
 	// Lingering: the listener keeps running and the Feed keeps its state.
-	if l.ctx.Err() != nil || l.ended() {
+	if l.Context().Err() != nil || l.Ended() {
 		t.Fatal("listener stopped during linger")
 	}
 	if h.FeedCount() != 1 || testutil.ToFloat64(m.FeedsActive) != 1 {
 		t.Fatalf("FeedCount = %d during linger, want 1", h.FeedCount())
 	}
-	l.emit(t, hsChanges(hsAdded(hsDoc("c", 1)))) // changes while lingering advance seq
+	l.Emit(t, hsChanges(hsAdded(hsDoc("c", 1)))) // changes while lingering advance seq
 
 	s2, r2 := hsSubscribe(t, h, spec, nil)
 	if s2.Epoch() != epoch {
 		t.Errorf("revived epoch %q, want %q", s2.Epoch(), epoch)
 	}
-	if src.count() != 1 || h.ListenersStarted() != 1 {
-		t.Errorf("revive started a listener: %d Listen calls", src.count())
+	if src.Count() != 1 || h.ListenersStarted() != 1 {
+		t.Errorf("revive started a listener: %d Listen calls", src.Count())
 	}
 	ds := r2.deliveries()
 	if len(ds) != 2 || ds[1].sm.Type != "snapshot" || ds[1].sm.Seq != 2 || len(ds[1].sm.Docs) != 3 {
@@ -255,7 +256,7 @@ func TestLingerWarmRevive(t *testing.T) {
 	}
 	// The old timer was stopped by the revive; firing it does nothing.
 	timers.fire(0)
-	if h.FeedCount() != 1 || l.ctx.Err() != nil {
+	if h.FeedCount() != 1 || l.Context().Err() != nil {
 		t.Fatal("stale linger timer closed a revived Feed")
 	}
 
@@ -271,14 +272,14 @@ func TestLingerWarmRevive(t *testing.T) {
 	timers.timers[1].stopped = false // simulate a timer that fired despite Stop
 	timers.mu.Unlock()
 	timers.fire(1)
-	if h.FeedCount() != 1 || l.ctx.Err() != nil {
+	if h.FeedCount() != 1 || l.Context().Err() != nil {
 		t.Fatal("stale linger generation closed the Feed")
 	}
 	if !timers.fire(2) {
 		t.Fatal("current linger timer already stopped")
 	}
-	hsPoll(t, "listener stop", l.ended)
-	if l.ctx.Err() == nil {
+	hsCheck(t, hsEnded(l))
+	if l.Context().Err() == nil {
 		t.Error("listener context not cancelled after linger")
 	}
 	if h.FeedCount() != 0 || testutil.ToFloat64(m.FeedsActive) != 0 {
@@ -288,7 +289,7 @@ func TestLingerWarmRevive(t *testing.T) {
 	if s4.Epoch() == epoch {
 		t.Error("a Feed recreated after linger kept the old epoch")
 	}
-	src.listener(t, 1)
+	src.Listener(t, 1)
 	if h.ListenersStarted() != 2 {
 		t.Errorf("ListenersStarted = %d, want 2", h.ListenersStarted())
 	}
@@ -304,11 +305,11 @@ func TestLingerRealTimer(t *testing.T) {
 	}
 	defer h.Close()
 	s, _ := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
+	l := src.Listener(t, 0)
 	s.Unsubscribe()
-	hsPoll(t, "Feed removed after linger", func() bool { return h.FeedCount() == 0 })
-	hsPoll(t, "listener ended", l.ended)
-	if l.ctx.Err() == nil {
+	hsCheck(t, hsFeedCount(h, 0))
+	hsCheck(t, hsEnded(l))
+	if l.Context().Err() == nil {
 		t.Error("listener context not cancelled")
 	}
 }
@@ -318,7 +319,7 @@ func TestLingerNegativeClosesAtOnce(t *testing.T) {
 	h, src, timers := hsNewHub(t, HubConfig{Linger: -1})
 	s1, _ := hsSubscribe(t, h, hsSpec("k", "org"), nil)
 	s2, _ := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
+	l := src.Listener(t, 0)
 	s1.Unsubscribe()
 	if h.FeedCount() != 1 {
 		t.Fatal("Feed closed while a subscriber remained")
@@ -327,7 +328,7 @@ func TestLingerNegativeClosesAtOnce(t *testing.T) {
 	if h.FeedCount() != 0 {
 		t.Errorf("FeedCount = %d right after the last Unsubscribe, want 0", h.FeedCount())
 	}
-	if l.ctx.Err() == nil {
+	if l.Context().Err() == nil {
 		t.Error("listener context not cancelled at once")
 	}
 	if timers.len() != 0 {
@@ -344,13 +345,13 @@ func TestPermanentErrorEndsFeed(t *testing.T) {
 			spec := hsSpec("k", "org")
 			s1, r1 := hsSubscribe(t, h, spec, nil)
 			_, r2 := hsSubscribe(t, h, spec, nil)
-			l := src.listener(t, 0)
+			l := src.Listener(t, 0)
 			if !beforeReset {
-				l.emit(t, hsReset(hsDoc("a", 1)))
+				l.Emit(t, hsReset(hsDoc("a", 1)))
 			}
 			const msg = "The query requires an index. You can create it here: https://console.firebase.google.com/x"
-			l.fail(t, &UpstreamError{Code: codes.FailedPrecondition, Message: msg})
-			hsPoll(t, "Feed removed", func() bool { return h.FeedCount() == 0 })
+			l.Fail(t, &UpstreamError{Code: codes.FailedPrecondition, Message: msg})
+			hsCheck(t, hsFeedCount(h, 0))
 
 			for _, r := range []*hsRecorder{r1, r2} {
 				ds := r.deliveries()
@@ -367,7 +368,7 @@ func TestPermanentErrorEndsFeed(t *testing.T) {
 			if testutil.ToFloat64(m.FeedsActive) != 0 {
 				t.Error("feeds_active not back to 0")
 			}
-			if l.ctx.Err() == nil {
+			if l.Context().Err() == nil {
 				t.Error("listener context not cancelled")
 			}
 			s1.Unsubscribe() // detached already: no-op, no delivery
@@ -376,8 +377,8 @@ func TestPermanentErrorEndsFeed(t *testing.T) {
 			if s3.Epoch() == s1.Epoch() {
 				t.Error("new Feed reuses the failed Feed's epoch")
 			}
-			l2 := src.listener(t, 1)
-			l2.emit(t, hsReset(hsDoc("a", 1)))
+			l2 := src.Listener(t, 1)
+			l2.Emit(t, hsReset(hsDoc("a", 1)))
 			if got := hsTypes(r3.deliveries()); !slices.Equal(got, []string{"subscribed", "snapshot"}) {
 				t.Errorf("resubscribe got %v", got)
 			}
@@ -401,14 +402,14 @@ func TestTransientErrorResetDiff(t *testing.T) {
 			m := metrics.New(nil)
 			h, src, _ := hsNewHub(t, HubConfig{Metrics: m})
 			s, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-			l := src.listener(t, 0)
-			l.emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1"), hsDoc("c", 1, "v", "c1")))
+			l := src.Listener(t, 0)
+			l.Emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1"), hsDoc("c", 1, "v", "c1")))
 			r.take()
-			l.fail(t, tc.err)
+			l.Fail(t, tc.err)
 			// While down: a removed, b changed, c unchanged, d added.
-			l2 := src.listener(t, 1)
+			l2 := src.Listener(t, 1)
 			dupBefore := testutil.ToFloat64(m.DuplicatesSuppr)
-			l2.emit(t, hsReset(hsDoc("b", 2, "v", "b2"), hsDoc("c", 1, "v", "c1"), hsDoc("d", 1, "v", "d1")))
+			l2.Emit(t, hsReset(hsDoc("b", 2, "v", "b2"), hsDoc("c", 1, "v", "c1"), hsDoc("d", 1, "v", "d1")))
 			ds := r.take()
 			if len(ds) != 1 || ds[0].sm.Type != "changes" || ds[0].sm.Seq != 1 {
 				t.Fatalf("after restart got %v, want one changes seq 1", hsTypes(ds))
@@ -425,8 +426,8 @@ func TestTransientErrorResetDiff(t *testing.T) {
 				t.Errorf("feed_errors_total{%s} = %v, want 1", tc.code, got)
 			}
 			// An identical restart delivers nothing at all.
-			l2.fail(t, tc.err)
-			src.listener(t, 2).emit(t, hsReset(hsDoc("b", 2, "v", "b2"), hsDoc("c", 1, "v", "c1"), hsDoc("d", 1, "v", "d1")))
+			l2.Fail(t, tc.err)
+			src.Listener(t, 2).Emit(t, hsReset(hsDoc("b", 2, "v", "b2"), hsDoc("c", 1, "v", "c1"), hsDoc("d", 1, "v", "d1")))
 			if ds := r.take(); len(ds) != 0 {
 				t.Errorf("identical restart delivered %v", hsTypes(ds))
 			}
@@ -460,10 +461,10 @@ func TestTransientErrorBackoffAndStop(t *testing.T) {
 	h, src, _ := hsNewHub(t, HubConfig{RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond})
 	s, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
 	for i := 0; i < 5; i++ { // a listener that keeps failing before any snapshot
-		src.listener(t, i).fail(t, hsUnavailable())
+		src.Listener(t, i).Fail(t, hsUnavailable())
 	}
-	l := src.listener(t, 5)
-	l.emit(t, hsReset(hsDoc("a", 1)))
+	l := src.Listener(t, 5)
+	l.Emit(t, hsReset(hsDoc("a", 1)))
 	if got := hsTypes(r.deliveries()); !slices.Equal(got, []string{"subscribed", "snapshot"}) {
 		t.Errorf("after retries got %v", got)
 	}
@@ -475,13 +476,13 @@ func TestUnsubscribeIdempotentNoLateDelivery(t *testing.T) {
 	h, src, _ := hsNewHub(t, HubConfig{})
 	s1, r1 := hsSubscribe(t, h, hsSpec("k", "org"), nil)
 	_, r2 := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1)))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1)))
 	s1.Unsubscribe()
 	r1.markClosed()
 	s1.Unsubscribe()
 	s1.CatchUp(0)
-	l.emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
+	l.Emit(t, hsChanges(hsAdded(hsDoc("b", 1))))
 	r1.check(t) // fails on any delivery after Unsubscribe returned
 	if got := hsTypes(r2.deliveries()); !slices.Equal(got, []string{"subscribed", "snapshot", "changes"}) {
 		t.Errorf("remaining subscriber got %v", got)
@@ -496,16 +497,16 @@ func TestHubClose(t *testing.T) {
 	h, src, _ := hsNewHub(t, HubConfig{})
 	_, r := hsSubscribe(t, h, hsSpec("k1", "org"), nil)
 	s2, _ := hsSubscribe(t, h, hsSpec("k2", "org"), nil)
-	l := src.listener(t, 0)
-	src.listener(t, 1)
-	l.emit(t, hsReset())
+	l := src.Listener(t, 0)
+	src.Listener(t, 1)
+	l.Emit(t, hsReset())
 	s2.Unsubscribe() // lingering Feed
 	h.Close()
 	if h.FeedCount() != 0 {
 		t.Errorf("FeedCount = %d after Close", h.FeedCount())
 	}
 	for i := 0; i < 2; i++ {
-		if !src.listener(t, i).ended() {
+		if !src.Listener(t, i).Ended() {
 			t.Errorf("listener %d still running after Close", i)
 		}
 	}
@@ -640,23 +641,28 @@ func TestConcurrentSubscribers(t *testing.T) {
 		}
 		f := h.feedFor(k)
 		want := worlds[k].visible(filter)
-		hsPoll(t, "Feed "+k+" converges to upstream", func() bool { return hsMapsEqual(hsVisible(f), want) })
+		hsCheck(t, hsConverges(f, want))
 	}
 	// Only now is every Feed quiet: a survivor that dropped a message while
 	// the last upstream snapshots were still being applied catches up here
 	// (again, if it drops the catch-up itself).
 	for i, sv := range survivors {
 		f := h.feedFor(sv.k)
-		hsPoll(t, fmt.Sprintf("survivor %d caught up", i), func() bool {
+		hsCheck(t, func() error {
 			sv.r.mu.Lock()
 			need, last := sv.r.needCatchUp, sv.r.lastSeq
 			sv.r.mu.Unlock()
 			if need {
 				sv.s.CatchUp(last)
-				return false
+				return fmt.Errorf("survivor %d needs a catch-up from seq %d", i, last)
 			}
-			got, seq := sv.r.snapshotState()
-			return f != nil && hsMapsEqual(got, hsVisible(f)) && seq == hsSeq(f)
+			if f == nil {
+				return testkit.Stop(fmt.Errorf("survivor %d: Feed %s gone", i, sv.k))
+			}
+			if got, seq := sv.r.snapshotState(); !hsMapsEqual(got, hsVisible(f)) || seq != hsSeq(f) {
+				return fmt.Errorf("survivor %d shows %v at seq %d, its Feed %v at seq %d", i, got, seq, hsVisible(f), hsSeq(f))
+			}
+			return nil
 		})
 	}
 	for i, sv := range survivors {

@@ -171,14 +171,14 @@ func TestMoveDiff(t *testing.T) {
 			hsLeakCheck(t)
 			h, src, _ := hsNewHub(t, HubConfig{})
 			old, r := mvSubscribe(t, h, mvSpec(tc.from))
-			l0 := src.listener(t, 0)
-			l0.emit(t, hsReset(tc.oldDocs...))
+			l0 := src.Listener(t, 0)
+			l0.Emit(t, hsReset(tc.oldDocs...))
 			// Another subscriber makes the new Feed ready before the move.
 			_, other := mvSubscribe(t, h, mvSpec(tc.to))
-			l1 := src.listener(t, 1)
-			l1.emit(t, hsReset(tc.newDocs...))
+			l1 := src.Listener(t, 1)
+			l1.Emit(t, hsReset(tc.newDocs...))
 			for _, c := range tc.newChanges {
-				l1.emit(t, hsChanges(c))
+				l1.Emit(t, hsChanges(c))
 			}
 			r.take()
 			other.take()
@@ -195,14 +195,14 @@ func TestMoveDiff(t *testing.T) {
 			}
 
 			// Live messages of the new Feed follow; the old Feed's no longer reach r.
-			l0.emit(t, hsChanges(hsAdded(mvPub("x", 5))))
-			l1.emit(t, hsChanges(hsAdded(mvPub("y", 5))))
+			l0.Emit(t, hsChanges(hsAdded(mvPub("x", 5))))
+			l1.Emit(t, hsChanges(hsAdded(mvPub("y", 5))))
 			if ds := r.take(); len(ds) != 1 || ds[0].sm.Type != "changes" || ds[0].catchUp || !slices.Equal(hsChangeList(ds[0].sm), []string{"added:y"}) {
 				t.Errorf("after the move got %v, want the new Feed's live change only", hsTypes(ds))
 			}
 			mvCheckSynced(t, r, nf)
-			if src.count() != 2 || h.FeedCount() != 2 {
-				t.Errorf("listeners %d, FeedCount %d, want 2 and 2", src.count(), h.FeedCount())
+			if src.Count() != 2 || h.FeedCount() != 2 {
+				t.Errorf("listeners %d, FeedCount %d, want 2 and 2", src.Count(), h.FeedCount())
 			}
 		})
 	}
@@ -212,7 +212,7 @@ func TestMoveBeforeNewFeedReady(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, _ := hsNewHub(t, HubConfig{})
 	old, r := mvSubscribe(t, h, mvSpec("admin"))
-	src.listener(t, 0).emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+	src.Listener(t, 0).Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
 	r.take()
 
 	s := mvMove(t, h, old, mvSpec("member"), r, true) // creates the member Feed
@@ -226,7 +226,7 @@ func TestMoveBeforeNewFeedReady(t *testing.T) {
 		t.Fatalf("CatchUp while waiting delivered %v", hsTypes(ds))
 	}
 
-	src.listener(t, 1).emit(t, hsReset(mvPub("a", 2), mvPriv("b", 1), mvPub("c", 1)))
+	src.Listener(t, 1).Emit(t, hsReset(mvPub("a", 2), mvPriv("b", 1), mvPub("c", 1)))
 	mvCheckSnapshot(t, other.take(), nf.epoch, 0)
 	ds := r.take()
 	if len(ds) != 1 || ds[0].sm.Type != "changes" || !ds[0].catchUp || ds[0].sm.Seq != 0 || ds[0].sm.ReadTime != "" {
@@ -245,12 +245,12 @@ func TestMoveAgainBeforeReadyKeepsBase(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, timers := hsNewHub(t, HubConfig{})
 	old, r := mvSubscribe(t, h, mvSpec("admin"))
-	l0 := src.listener(t, 0)
-	l0.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+	l0 := src.Listener(t, 0)
+	l0.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
 	r.take()
 
 	mid := mvMove(t, h, old, mvSpec("member"), r, true) // member Feed not ready
-	l0.emit(t, hsChanges(hsAdded(mvPriv("c", 2))))      // admin moves on without r
+	l0.Emit(t, hsChanges(hsAdded(mvPriv("c", 2))))      // admin moves on without r
 	s := mvMove(t, h, mid, mvSpec("admin"), r, true)    // back, warm
 	af := h.feedFor(mvSpec("admin").Key)
 	ds := r.take()
@@ -261,15 +261,15 @@ func TestMoveAgainBeforeReadyKeepsBase(t *testing.T) {
 	mvCheckSynced(t, r, af)
 
 	// The member Feed's first Reset has nobody to tell; it lingers.
-	src.listener(t, 1).emit(t, hsReset(mvPub("a", 1)))
+	src.Listener(t, 1).Emit(t, hsReset(mvPub("a", 1)))
 	if ds := r.take(); len(ds) != 0 {
 		t.Errorf("the left member Feed delivered %v", hsTypes(ds))
 	}
 	if timers.len() != 2 { // admin (first move) then member (second)
 		t.Errorf("linger timers %d, want 2", timers.len())
 	}
-	if s.Epoch() != af.epoch || src.count() != 2 {
-		t.Errorf("epoch %q (want %q), listeners %d (want 2)", s.Epoch(), af.epoch, src.count())
+	if s.Epoch() != af.epoch || src.Count() != 2 {
+		t.Errorf("epoch %q (want %q), listeners %d (want 2)", s.Epoch(), af.epoch, src.Count())
 	}
 }
 
@@ -295,29 +295,29 @@ func TestMoveSnapshotInstead(t *testing.T) {
 			hsLeakCheck(t)
 			h, src, _ := hsNewHub(t, HubConfig{})
 			old, r := mvSubscribe(t, h, mvSpec("admin"))
-			l0 := src.listener(t, 0)
+			l0 := src.Listener(t, 0)
 			if !tc.oldNotReady {
-				l0.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
-				l0.emit(t, hsChanges(hsAdded(mvPub("c", 2))))
+				l0.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+				l0.Emit(t, hsChanges(hsAdded(mvPub("c", 2))))
 			}
 			var l1 *fakeListener
 			if !tc.newNotReady {
 				mvSubscribe(t, h, mvSpec("member"))
-				l1 = src.listener(t, 1)
-				l1.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
-				l1.emit(t, hsChanges(hsAdded(mvPub("d", 3))))
+				l1 = src.Listener(t, 1)
+				l1.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+				l1.Emit(t, hsChanges(hsAdded(mvPub("d", 3))))
 			}
 			switch {
 			case tc.lagging:
 				r.mu.Lock()
 				r.dropping, r.needCatchUp, r.lastSeq = true, true, r.state.seq
 				r.mu.Unlock()
-				l0.emit(t, hsChanges(hsAdded(mvPub("e", 4)))) // dropped by r
+				l0.Emit(t, hsChanges(hsAdded(mvPub("e", 4)))) // dropped by r
 			case tc.unsubscribed:
 				old.Unsubscribe()
 			case tc.oldFailed:
-				l0.fail(t, &UpstreamError{Code: codes.PermissionDenied, Message: "denied"})
-				hsPoll(t, "old Feed closed", func() bool { return h.feedFor(mvSpec("admin").Key) == nil })
+				l0.Fail(t, &UpstreamError{Code: codes.PermissionDenied, Message: "denied"})
+				hsCheck(t, hsFeedGone(h, mvSpec("admin").Key))
 			}
 			sub := r
 			if tc.oldFailed {
@@ -331,8 +331,8 @@ func TestMoveSnapshotInstead(t *testing.T) {
 				if ds := sub.take(); len(ds) != 1 || ds[0].sm.Type != "subscribed" || ds[0].sm.Resumed {
 					t.Fatalf("before the first Reset got %v, want subscribed resumed=false", hsTypes(ds))
 				}
-				l1 = src.listener(t, 1)
-				l1.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1), mvPub("d", 3)))
+				l1 = src.Listener(t, 1)
+				l1.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1), mvPub("d", 3)))
 				ds := sub.take()
 				if len(ds) != 1 || ds[0].sm.Type != "snapshot" || !ds[0].catchUp || !ds[0].sm.Final {
 					t.Fatalf("at the first Reset got %v, want the snapshot", hsTypes(ds))
@@ -344,7 +344,7 @@ func TestMoveSnapshotInstead(t *testing.T) {
 				t.Errorf("epoch %q, want %q", s.Epoch(), nf.epoch)
 			}
 			mvCheckSynced(t, sub, nf)
-			l1.emit(t, hsChanges(hsAdded(mvPub("z", 9))))
+			l1.Emit(t, hsChanges(hsAdded(mvPub("z", 9))))
 			mvCheckSynced(t, sub, nf)
 		})
 	}
@@ -354,8 +354,8 @@ func TestMoveSameKeyIsNoOp(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, timers := hsNewHub(t, HubConfig{})
 	old, r := mvSubscribe(t, h, mvSpec("admin"))
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(mvPub("a", 1)))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(mvPub("a", 1)))
 	r.take()
 	other := mvNewRec()
 	for _, current := range []bool{true, false} {
@@ -367,15 +367,15 @@ func TestMoveSameKeyIsNoOp(t *testing.T) {
 	if ds := r.take(); len(ds) != 0 {
 		t.Errorf("same-key move delivered %v", hsTypes(ds))
 	}
-	l.emit(t, hsChanges(hsAdded(mvPub("b", 2))))
+	l.Emit(t, hsChanges(hsAdded(mvPub("b", 2))))
 	if ds := r.take(); len(ds) != 1 || ds[0].sm.Type != "changes" {
 		t.Errorf("after a same-key move got %v, want the live change", hsTypes(ds))
 	}
 	if ds := other.take(); len(ds) != 0 {
 		t.Errorf("the other Subscriber got %v", hsTypes(ds))
 	}
-	if src.count() != 1 || h.FeedCount() != 1 || timers.len() != 0 {
-		t.Errorf("listeners %d, Feeds %d, linger timers %d; want 1, 1, 0", src.count(), h.FeedCount(), timers.len())
+	if src.Count() != 1 || h.FeedCount() != 1 || timers.len() != 0 {
+		t.Errorf("listeners %d, Feeds %d, linger timers %d; want 1, 1, 0", src.Count(), h.FeedCount(), timers.len())
 	}
 	mvCheckSynced(t, r, h.feedFor(mvSpec("admin").Key))
 }
@@ -409,10 +409,10 @@ func TestMoveLimits(t *testing.T) {
 			var subs []*Subscription
 			for i, sp := range tc.existing {
 				s, _ := mvSubscribe(t, h, sp)
-				src.listener(t, i).emit(t, hsReset(hsDoc("a", 1)))
+				src.Listener(t, i).Emit(t, hsReset(hsDoc("a", 1)))
 				subs = append(subs, s)
 			}
-			l0 := src.listener(t, 0)
+			l0 := src.Listener(t, 0)
 			r := mvNewRec()
 			old, err := h.Subscribe(tc.existing[0], r, nil)
 			if err != nil {
@@ -439,7 +439,7 @@ func TestMoveLimits(t *testing.T) {
 					t.Errorf("refused move delivered %v", hsTypes(ds))
 				}
 				r.markClosed()
-				l0.emit(t, hsChanges(hsAdded(hsDoc("b", 2))))
+				l0.Emit(t, hsChanges(hsAdded(hsDoc("b", 2))))
 				r.check(t)
 			}
 			if h.FeedCount() != tc.feeds {
@@ -474,47 +474,47 @@ func TestMoveOldFeedLinger(t *testing.T) {
 			m := metrics.New(nil)
 			h, src, timers := hsNewHub(t, HubConfig{Linger: tc.linger, Metrics: m})
 			old, r := mvSubscribe(t, h, mvSpec("admin"))
-			l0 := src.listener(t, 0)
-			l0.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+			l0 := src.Listener(t, 0)
+			l0.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
 			var keeper mvRec
 			if tc.keepOld {
 				_, keeper = mvSubscribe(t, h, mvSpec("admin"))
 			}
 			s := mvMove(t, h, old, mvSpec("member"), r, true)
-			l1 := src.listener(t, 1)
-			l1.emit(t, hsReset(mvPub("a", 1)))
+			l1 := src.Listener(t, 1)
+			l1.Emit(t, hsReset(mvPub("a", 1)))
 			nf := h.feedFor(mvSpec("member").Key)
 			mvCheckSynced(t, r, nf)
 
 			switch {
 			case tc.keepOld:
-				if timers.len() != 0 || h.FeedCount() != 2 || l0.ended() {
+				if timers.len() != 0 || h.FeedCount() != 2 || l0.Ended() {
 					t.Errorf("old Feed with a subscriber left: timers %d, Feeds %d", timers.len(), h.FeedCount())
 				}
 				keeper.take()
-				l0.emit(t, hsChanges(hsAdded(mvPub("c", 2))))
+				l0.Emit(t, hsChanges(hsAdded(mvPub("c", 2))))
 				if ds := keeper.take(); len(ds) != 1 {
 					t.Errorf("remaining subscriber got %v", hsTypes(ds))
 				}
 			case tc.wantTimer:
-				if timers.len() != 1 || h.FeedCount() != 2 || l0.ctx.Err() != nil {
+				if timers.len() != 1 || h.FeedCount() != 2 || l0.Context().Err() != nil {
 					t.Fatalf("after the move: timers %d, Feeds %d, listener cancelled %v; want 1, 2, false",
-						timers.len(), h.FeedCount(), l0.ctx.Err() != nil)
+						timers.len(), h.FeedCount(), l0.Context().Err() != nil)
 				}
 				if !timers.fire(0) {
 					t.Fatal("linger timer already stopped")
 				}
-				hsPoll(t, "old listener ended", l0.ended)
+				hsCheck(t, hsEnded(l0))
 				if h.FeedCount() != 1 || testutil.ToFloat64(m.FeedsActive) != 1 || h.feedFor(mvSpec("admin").Key) != nil {
 					t.Errorf("after linger: FeedCount %d, feeds_active %v", h.FeedCount(), testutil.ToFloat64(m.FeedsActive))
 				}
 			default:
-				if h.FeedCount() != 1 || l0.ctx.Err() == nil || timers.len() != 0 {
+				if h.FeedCount() != 1 || l0.Context().Err() == nil || timers.len() != 0 {
 					t.Errorf("negative linger: FeedCount %d, listener cancelled %v, timers %d",
-						h.FeedCount(), l0.ctx.Err() != nil, timers.len())
+						h.FeedCount(), l0.Context().Err() != nil, timers.len())
 				}
 			}
-			l1.emit(t, hsChanges(hsAdded(mvPub("d", 3))))
+			l1.Emit(t, hsChanges(hsAdded(mvPub("d", 3))))
 			mvCheckSynced(t, r, nf)
 			if s.Epoch() != nf.epoch {
 				t.Error("epoch mismatch")
@@ -529,26 +529,26 @@ func TestMoveBackIntoLingeringFeed(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, timers := hsNewHub(t, HubConfig{})
 	old, r := mvSubscribe(t, h, mvSpec("admin"))
-	l0 := src.listener(t, 0)
-	l0.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+	l0 := src.Listener(t, 0)
+	l0.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
 	epoch := old.Epoch()
 	mid := mvMove(t, h, old, mvSpec("member"), r, true)
-	l1 := src.listener(t, 1)
-	l1.emit(t, hsReset(mvPub("a", 1)))
-	l0.emit(t, hsChanges(hsModified(mvPriv("b", 2)))) // while admin lingers
+	l1 := src.Listener(t, 1)
+	l1.Emit(t, hsReset(mvPub("a", 1)))
+	l0.Emit(t, hsChanges(hsModified(mvPriv("b", 2)))) // while admin lingers
 	r.take()
 
 	s := mvMove(t, h, mid, mvSpec("admin"), r, true)
 	af := h.feedFor(mvSpec("admin").Key)
-	if s.Epoch() != epoch || src.count() != 2 || h.ListenersStarted() != 2 {
-		t.Errorf("revive: epoch %q (want %q), %d listeners (want 2)", s.Epoch(), epoch, src.count())
+	if s.Epoch() != epoch || src.Count() != 2 || h.ListenersStarted() != 2 {
+		t.Errorf("revive: epoch %q (want %q), %d listeners (want 2)", s.Epoch(), epoch, src.Count())
 	}
 	mvCheckDiff(t, r.take(), epoch, 1, []string{"added:b"})
 	mvCheckSynced(t, r, af)
 	if timers.len() != 2 || timers.fire(0) {
 		t.Errorf("the admin Feed's linger timer (of %d) was not stopped by the revive", timers.len())
 	}
-	if h.FeedCount() != 2 || l0.ctx.Err() != nil {
+	if h.FeedCount() != 2 || l0.Context().Err() != nil {
 		t.Error("stale linger closed the revived Feed")
 	}
 }
@@ -558,11 +558,11 @@ func TestMoveNoDeliveryToOld(t *testing.T) {
 	h, src, timers := hsNewHub(t, HubConfig{})
 	old, r1 := mvSubscribe(t, h, mvSpec("admin"))
 	_, keeper := mvSubscribe(t, h, mvSpec("admin"))
-	l0 := src.listener(t, 0)
-	l0.emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
+	l0 := src.Listener(t, 0)
+	l0.Emit(t, hsReset(mvPub("a", 1), mvPriv("b", 1)))
 	mvSubscribe(t, h, mvSpec("member"))
-	l1 := src.listener(t, 1)
-	l1.emit(t, hsReset(mvPub("a", 1)))
+	l1 := src.Listener(t, 1)
+	l1.Emit(t, hsReset(mvPub("a", 1)))
 
 	// r2 is the same client under a new Subscriber: it starts from r1's state.
 	r2 := mvNewRec()
@@ -574,11 +574,11 @@ func TestMoveNoDeliveryToOld(t *testing.T) {
 	nf := h.feedFor(mvSpec("member").Key)
 	mvCheckDiff(t, r2.take(), nf.epoch, 0, []string{"removed:b"})
 
-	l0.emit(t, hsChanges(hsAdded(mvPub("c", 2))))
+	l0.Emit(t, hsChanges(hsAdded(mvPub("c", 2))))
 	old.Unsubscribe() // detached by the move: a no-op
 	old.CatchUp(0)
 	r1.check(t) // fails on any delivery after Move returned
-	l0.emit(t, hsChanges(hsAdded(mvPub("d", 3))))
+	l0.Emit(t, hsChanges(hsAdded(mvPub("d", 3))))
 	r1.check(t)
 	if timers.len() != 0 {
 		t.Fatalf("Unsubscribe of a moved Subscription armed a linger")
@@ -597,11 +597,11 @@ func TestMoveEndedByNewFeedError(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, _ := hsNewHub(t, HubConfig{})
 	old, r := mvSubscribe(t, h, mvSpec("admin"))
-	src.listener(t, 0).emit(t, hsReset(mvPub("a", 1)))
+	src.Listener(t, 0).Emit(t, hsReset(mvPub("a", 1)))
 	r.take()
 	mvMove(t, h, old, mvSpec("member"), r, true) // waiting for the first Reset
-	src.listener(t, 1).fail(t, &UpstreamError{Code: codes.FailedPrecondition, Message: "needs an index"})
-	hsPoll(t, "member Feed closed", func() bool { return h.feedFor(mvSpec("member").Key) == nil })
+	src.Listener(t, 1).Fail(t, &UpstreamError{Code: codes.FailedPrecondition, Message: "needs an index"})
+	hsCheck(t, hsFeedGone(h, mvSpec("member").Key))
 	ds := r.take()
 	if got := hsTypes(ds); !slices.Equal(got, []string{"subscribed", "unsubscribed"}) || !ds[1].m.End || ds[1].sm.Reason != "upstream_error" {
 		t.Fatalf("got %v, want subscribed then the upstream_error end", got)
@@ -626,13 +626,13 @@ func TestMoveValidation(t *testing.T) {
 	for i, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			old, r := mvSubscribe(t, h, mvSpec(fmt.Sprint("admin", i)))
-			l := src.listener(t, i)
-			l.emit(t, hsReset(mvPub("a", 1)))
+			l := src.Listener(t, i)
+			l.Emit(t, hsReset(mvPub("a", 1)))
 			if s, err := h.Move(old, tc.spec, tc.sub, true); err == nil || s != nil {
 				t.Fatalf("Move = %v, %v; want an error", s, err)
 			}
 			r.markClosed() // refused, and detached: nothing more reaches r
-			l.emit(t, hsChanges(hsAdded(mvPub("b", 2))))
+			l.Emit(t, hsChanges(hsAdded(mvPub("b", 2))))
 			r.check(t)
 		})
 	}
@@ -764,23 +764,25 @@ func TestMoveConcurrent(t *testing.T) {
 	for role := range used {
 		f := h.feedFor(spec(role).Key)
 		want := world.visible(filters[role])
-		hsPoll(t, "Feed "+role+" converges to upstream", func() bool { return hsMapsEqual(hsVisible(f), want) })
+		hsCheck(t, hsConverges(f, want))
 	}
 	for i, m := range movers {
 		f := h.feedFor(spec(m.role).Key)
 		if f != m.s.f {
 			t.Fatalf("mover %d: Subscription not on the registered %s Feed", i, m.role)
 		}
-		hsPoll(t, fmt.Sprintf("mover %d caught up", i), func() bool {
+		hsCheck(t, func() error {
 			m.r.mu.Lock()
 			need, last := m.r.needCatchUp, m.r.lastSeq
 			m.r.mu.Unlock()
 			if need {
 				m.s.CatchUp(last)
-				return false
+				return fmt.Errorf("mover %d needs a catch-up from seq %d", i, last)
 			}
-			got, seq := m.r.snapshotState()
-			return hsMapsEqual(got, hsVisible(f)) && seq == hsSeq(f)
+			if got, seq := m.r.snapshotState(); !hsMapsEqual(got, hsVisible(f)) || seq != hsSeq(f) {
+				return fmt.Errorf("mover %d shows %v at seq %d, its Feed %v at seq %d", i, got, seq, hsVisible(f), hsSeq(f))
+			}
+			return nil
 		})
 		mvCheckSynced(t, m.r, f)
 		if m.s.Epoch() != f.epoch {

@@ -76,8 +76,8 @@ func TestReplayRing(t *testing.T) {
 func hsHistory(t *testing.T, h *Hub, src *fakeSource, clock *hsClock) (map[uint64]map[string]string, *fakeListener) {
 	t.Helper()
 	_, r := hsSubscribe(t, h, hsSpec("k", "org"), nil)
-	l := src.listener(t, 0)
-	l.emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1")))
+	l := src.Listener(t, 0)
+	l.Emit(t, hsReset(hsDoc("a", 1, "v", "a1"), hsDoc("b", 1, "v", "b1")))
 	states := map[uint64]map[string]string{}
 	st, _ := r.snapshotState()
 	states[0] = st
@@ -92,7 +92,7 @@ func hsHistory(t *testing.T, h *Hub, src *fakeSource, clock *hsClock) (map[uint6
 		if clock != nil {
 			clock.advance(10 * time.Second)
 		}
-		l.emit(t, hsChanges(c))
+		l.Emit(t, hsChanges(c))
 		st, seq := r.snapshotState()
 		if seq != uint64(i+1) {
 			t.Fatalf("history: seq %d after step %d", seq, i+1)
@@ -168,7 +168,7 @@ func TestResume(t *testing.T) {
 				t.Errorf("resumed state %v @%d, Feed %v @6", got, seq, hsVisible(f))
 			}
 			// Live delivery continues right after the catch-up.
-			l.emit(t, hsChanges(hsAdded(hsDoc("e", 1))))
+			l.Emit(t, hsChanges(hsAdded(hsDoc("e", 1))))
 			if ds := r.take(); len(ds) != 1 || ds[0].sm.Seq != 7 || ds[0].catchUp {
 				t.Errorf("next live message %v", ds)
 			}
@@ -245,7 +245,7 @@ func TestCatchUp(t *testing.T) {
 			if hsSeq(f) != 6 {
 				t.Errorf("CatchUp moved seq to %d", hsSeq(f))
 			}
-			l.emit(t, hsChanges(hsAdded(hsDoc("e", 1))))
+			l.Emit(t, hsChanges(hsAdded(hsDoc("e", 1))))
 			if ds := r.take(); len(ds) != 1 || ds[0].sm.Seq != 7 || ds[0].catchUp {
 				t.Errorf("next live message %v", ds)
 			}
@@ -262,7 +262,7 @@ func TestCatchUpNoOps(t *testing.T) {
 	if got := hsTypes(r.deliveries()); !slices.Equal(got, []string{"subscribed"}) {
 		t.Errorf("CatchUp before the first snapshot delivered %v", got)
 	}
-	src.listener(t, 0).emit(t, hsReset(hsDoc("a", 1)))
+	src.Listener(t, 0).Emit(t, hsReset(hsDoc("a", 1)))
 	if got := hsTypes(r.deliveries()); !slices.Equal(got, []string{"subscribed", "snapshot"}) {
 		t.Errorf("got %v", got)
 	}
@@ -293,7 +293,7 @@ func FuzzFeedResume(f *testing.F) {
 		spec.Filter = func(id, path string, data map[string]any) bool { return data["show"] == true }
 		h, src, _ := hsNewHub(t, HubConfig{ReplayCount: replay})
 		s, r := hsSubscribe(t, h, spec, nil)
-		src.listener(t, 0).emit(t, hsReset())
+		src.Listener(t, 0).Emit(t, hsReset())
 		fd := h.feedFor("k")
 
 		truth := map[string]Document{}
