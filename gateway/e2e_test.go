@@ -278,7 +278,9 @@ func TestBadTokensClosed4001(t *testing.T) {
 }
 
 func TestRefreshKeepsConnectionAndExpiryCloses(t *testing.T) {
-	clock := newFakeClock()
+	// The eager clock fires a warning due at once inside AfterFunc: the
+	// welcome must still come first.
+	clock := newEagerClock()
 	e := newEnv(t, envOpts{leeway: 200 * time.Millisecond, clock: clock})
 	user, org := uniq("user"), uniq("org")
 

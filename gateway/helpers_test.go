@@ -34,3 +34,24 @@ func mustPrefixes(ss ...string) []netip.Prefix {
 type fakeClock = clock.Fake
 
 func newFakeClock() *fakeClock { return clock.NewFake(time.Now()) }
+
+// eagerClock is a fakeClock whose AfterFunc runs a callback already due
+// (d <= 0) before it returns, on the caller's goroutine: the most adverse
+// order a real time.AfterFunc(0) can produce on a busy machine, made
+// certain.
+type eagerClock struct{ *fakeClock }
+
+func newEagerClock() eagerClock { return eagerClock{newFakeClock()} }
+
+func (c eagerClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	if d <= 0 {
+		f()
+		return firedTimer{}
+	}
+	return c.fakeClock.AfterFunc(d, f)
+}
+
+// firedTimer is a timer whose callback has run: Stop reports false.
+type firedTimer struct{}
+
+func (firedTimer) Stop() bool { return false }

@@ -170,20 +170,47 @@ func TestSSERefusals(t *testing.T) {
 	}
 }
 
+// TestSSEExpiryEndsStream: a token that lives less than the expiry
+// warning is warned at once, after the welcome (the protocol's first
+// message), and the stream ends with a 4001 close event at expiry. The
+// injected clock fires the warning inside the gateway's AfterFunc, the
+// order a busy machine can produce with real timers.
 func TestSSEExpiryEndsStream(t *testing.T) {
-	e := newEnv(t, envOpts{leeway: 100 * time.Millisecond})
-	tok := e.token(authz.MintOptions{UserID: uniq("u"), TTL: time.Second})
+	clock := newEagerClock()
+	e := newEnv(t, envOpts{leeway: 100 * time.Millisecond, clock: clock})
+	clock.CatchUp()
+	// (exp has whole-second precision: the TTL leaves a second of margin.)
+	tok := e.token(authz.MintOptions{UserID: uniq("u"), TTL: 3 * time.Second})
 	c, _ := e.sse(tok, "collection=notes", "")
 	c.next("welcome")
 	seen := map[string]bool{}
-	for ev := range c.events {
-		seen[ev.msg.Type] = true
-		if ev.event == "close" {
-			if !strings.Contains(ev.data, `"code":4001`) || !seen["auth_expiring"] || !seen["snapshot"] {
-				t.Fatalf("close %s after %v", ev.data, seen)
+	for !seen["snapshot"] {
+		select {
+		case ev, ok := <-c.events:
+			if !ok {
+				t.Fatalf("stream ended after %v", seen)
 			}
-			return
+			if ev.event == "close" {
+				t.Fatalf("closed %s before expiry (seen %v)", ev.data, seen)
+			}
+			seen[ev.msg.Type] = true
+		case <-time.After(waitFor):
+			t.Fatalf("no snapshot within %v (seen %v)", waitFor, seen)
 		}
 	}
-	t.Fatal("stream ended without a close event")
+	if !seen["auth_expiring"] || !seen["subscribed"] {
+		t.Fatalf("before the snapshot: %v, want auth_expiring and subscribed", seen)
+	}
+	clock.Advance(4 * time.Second)
+	select {
+	case ev, ok := <-c.events:
+		if !ok || ev.event != "close" || !strings.Contains(ev.data, `"code":4001`) {
+			t.Fatalf("after expiry got event %q %s (stream open: %v), want a 4001 close", ev.event, ev.data, ok)
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("no close event within %v of expiry", waitFor)
+	}
+	if ev, ok := <-c.events; ok {
+		t.Fatalf("event %q %s after the close", ev.event, ev.data)
+	}
 }
