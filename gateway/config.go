@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"time"
 
@@ -58,7 +59,8 @@ type Config struct {
 // Feeds per org and overall are the Hub's (subscriptions.HubConfig).
 type Limits struct {
 	// HandshakesPerIP is the sustained handshake rate per client IP;
-	// 0 → 20/s with burst HandshakeBurst (0 → 40).
+	// 0 → 20/s. HandshakeBurst 0 → two seconds' worth of the rate, at
+	// least 1 (40 at 20/s; 1 at 0.3/s).
 	HandshakesPerIP rate.Limit
 	HandshakeBurst  int
 	// AuthFailuresPerIP is the sustained rate of failed authentications
@@ -90,6 +92,13 @@ func def[T comparable](p *T, v T) {
 	}
 }
 
+// handshakeBurstFor is the default handshake burst for a rate: two
+// seconds' worth, rounded up, at least one handshake (a burst of 0 would
+// refuse every handshake).
+func handshakeBurstFor(r rate.Limit) int {
+	return max(1, int(math.Ceil(2*float64(r))))
+}
+
 func (c *Config) setDefaults() error {
 	def(&c.Addr, ":8080")
 	def(&c.AdminAddr, ":9090")
@@ -102,7 +111,7 @@ func (c *Config) setDefaults() error {
 	def(&c.SlowConsumerTimeout, 30*time.Second)
 	def(&c.DrainTimeout, 30*time.Second)
 	def(&c.Limits.HandshakesPerIP, 20)
-	def(&c.Limits.HandshakeBurst, 40)
+	def(&c.Limits.HandshakeBurst, handshakeBurstFor(c.Limits.HandshakesPerIP))
 	def(&c.Limits.AuthFailuresPerIP, 1)
 	def(&c.Limits.AuthFailureBurst, 10)
 	def(&c.Limits.ConnectionsPerUser, 100)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -432,4 +431,3 @@ func (e *env) counter(name string, labels map[string]string) float64 {
 	return 0
 }
 
-var _ = net.IPv4

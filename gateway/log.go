@@ -8,7 +8,7 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// connLogLimit bounds per-connection log lines (authentication failures,
+// connLogRate and connLogBurst bound per-connection log lines (authentication failures,
 // refused subscriptions and the like) across the whole server, so a flood
 // of bad clients cannot flood the logs; what is dropped is counted and
 // reported with the next line that gets through.

@@ -23,7 +23,9 @@ import (
 // streams; 90 leaves room for the other RPCs.
 const FeedsPerConn = 90
 
-// DefaultMaxFeeds is FirestoreConfig.MaxFeeds when zero.
+// DefaultMaxFeeds is the Feed cap when none is configured: the Hub's
+// HubConfig.MaxFeeds and the pool size of FirestoreConfig.MaxFeeds, which
+// must agree.
 const DefaultMaxFeeds = 1000
 
 // pingTimeout bounds Ping when its context has no deadline.

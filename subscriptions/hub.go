@@ -24,7 +24,7 @@ type HubConfig struct {
 	// 30s; negative closes the Feed as soon as its last subscriber leaves.
 	Linger time.Duration
 	// MaxFeeds caps Feeds overall, lingering ones included (each is one
-	// Firestore listener). 0 means 1000.
+	// Firestore listener). 0 means DefaultMaxFeeds.
 	MaxFeeds int
 	// MaxFeedsPerTenant caps Feeds per FeedSpec.Tenant. 0 means 100.
 	MaxFeedsPerTenant int
@@ -53,7 +53,6 @@ type HubConfig struct {
 // Defaults applied by NewHub to zero HubConfig fields.
 const (
 	hubDefaultLinger             = 30 * time.Second
-	hubDefaultMaxFeeds           = 1000
 	hubDefaultMaxFeedsPerTenant  = 100
 	hubDefaultReplayCount        = 1024
 	hubDefaultReplayAge          = 5 * time.Minute
@@ -177,7 +176,7 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 	def(&cfg.ReplayAge, hubDefaultReplayAge)
 	def(&cfg.RetryMin, hubDefaultRetryMin)
 	def(&cfg.RetryMax, hubDefaultRetryMax)
-	defInt(&cfg.MaxFeeds, hubDefaultMaxFeeds)
+	defInt(&cfg.MaxFeeds, DefaultMaxFeeds)
 	defInt(&cfg.MaxFeedsPerTenant, hubDefaultMaxFeedsPerTenant)
 	defInt(&cfg.ReplayCount, hubDefaultReplayCount)
 	defInt(&cfg.SnapshotChunkBytes, hubDefaultSnapshotChunkBytes)

@@ -191,8 +191,7 @@ func (s *Settings) GatewayConfig() gateway.Config {
 		MaxMessageBytes: s.MaxMessageBytes, DrainTimeout: s.DrainTimeout, SlowConsumerTimeout: s.SlowConsumerTimeout,
 		SendQueueMessages: s.SendQueueMessages, SendQueueBytes: s.SendQueueBytes, EnablePprof: s.Pprof,
 		Limits: gateway.Limits{
-			HandshakesPerIP:      rate.Limit(s.HandshakesPerIP),
-			HandshakeBurst:       int(2 * s.HandshakesPerIP),
+			HandshakesPerIP:      rate.Limit(s.HandshakesPerIP), // burst: the gateway's default for the rate
 			AuthFailuresPerIP:    rate.Limit(s.AuthFailuresPerIP),
 			ConnectionsPerUser:   s.ConnectionsPerUser,
 			MessagesPerConn:      rate.Limit(s.MessagesPerConn),
