@@ -76,6 +76,15 @@ type Limits struct {
 	// AbuseThreshold is how many consecutive rate-limited messages close
 	// the connection 4008; 0 → 50.
 	AbuseThreshold int
+	// WritesPerConn is the sustained write rate (write messages) per
+	// connection; 0 → 10/s with burst WriteBurstPerConn (0 → 20).
+	WritesPerConn     rate.Limit
+	WriteBurstPerConn int
+	// WritesPerUser is the sustained write rate per user over all its
+	// connections and POST /v1/write, on this instance; 0 → 20/s with
+	// burst WriteBurstPerUser (0 → 40).
+	WritesPerUser     rate.Limit
+	WriteBurstPerUser int
 	// SubscriptionsPerConn caps live subscriptions on one connection;
 	// 0 → 100.
 	SubscriptionsPerConn int
@@ -119,6 +128,10 @@ func (c *Config) setDefaults() error {
 	def(&c.Limits.MessageBurst, 50)
 	def(&c.Limits.AbuseThreshold, 50)
 	def(&c.Limits.SubscriptionsPerConn, 100)
+	def(&c.Limits.WritesPerConn, 10)
+	def(&c.Limits.WriteBurstPerConn, 20)
+	def(&c.Limits.WritesPerUser, 20)
+	def(&c.Limits.WriteBurstPerUser, 40)
 	def(&c.Limits.MaxTrackedIPs, 100_000)
 	l := &c.Limits
 	var errs []error
@@ -136,10 +149,10 @@ func (c *Config) setDefaults() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
 	}
-	if l.HandshakesPerIP < 0 || l.AuthFailuresPerIP < 0 || l.MessagesPerConn < 0 {
+	if l.HandshakesPerIP < 0 || l.AuthFailuresPerIP < 0 || l.MessagesPerConn < 0 || l.WritesPerConn < 0 || l.WritesPerUser < 0 {
 		errs = append(errs, errors.New("rates must not be negative"))
 	}
-	if l.ConnectionsPerUser < 0 || l.SubscriptionsPerConn < 0 || l.HandshakeBurst < 0 || l.MessageBurst < 0 || l.AuthFailureBurst < 0 {
+	if l.ConnectionsPerUser < 0 || l.SubscriptionsPerConn < 0 || l.HandshakeBurst < 0 || l.MessageBurst < 0 || l.AuthFailureBurst < 0 || l.WriteBurstPerConn < 0 || l.WriteBurstPerUser < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	for _, o := range c.AllowedOrigins {

@@ -55,6 +55,9 @@ type conn struct {
 	limitedRun int
 	authTimer  Timer
 	wbuf       []byte
+	// writeLimiter is the per-connection write rate (write.go), made on
+	// the first write; read-loop only.
+	writeLimiter *rate.Limiter
 
 	// Guarded by mu: expiry timers (re-armed by refreshes and webhooks).
 	warnTimer    Timer

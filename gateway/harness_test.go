@@ -27,6 +27,7 @@ import (
 	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
+	"github.com/firegate/firegate/writes"
 )
 
 var emu emulatortest.Shared
@@ -154,8 +155,12 @@ func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
+	wr, err := writes.New(writes.Config{Client: src.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping, Clock: o.clock,
-		Revocations: o.revocations, Publisher: o.publisher})
+		Revocations: o.revocations, Publisher: o.publisher, Writer: wr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,4 +435,3 @@ func (e *env) counter(name string, labels map[string]string) float64 {
 	}
 	return 0
 }
-

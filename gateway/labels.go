@@ -27,6 +27,8 @@ func sentTypeOf(typ string) metrics.SentType {
 		return metrics.SentAuthExpiring
 	case wire.TypePong:
 		return metrics.SentPong
+	case wire.TypeWritten:
+		return metrics.SentWritten
 	}
 	return metrics.SentError
 }
@@ -43,6 +45,8 @@ func clientTypeOf(typ string) metrics.ClientType {
 		return metrics.ClientUnsubscribe
 	case wire.TypePing:
 		return metrics.ClientPing
+	case wire.TypeWrite:
+		return metrics.ClientWrite
 	}
 	return metrics.ClientInvalid
 }

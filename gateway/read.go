@@ -105,6 +105,11 @@ func (c *conn) handle(data []byte) {
 		if !c.allowMessage() {
 			return
 		}
+		var we *wire.WriteDecodeError
+		if errors.As(err, &we) {
+			c.sendWriteDecodeError(m.ID, we)
+			return
+		}
 		c.sendError(m.ID, wire.CodeBadRequest, err.Error(), 0)
 		return
 	}
@@ -130,6 +135,12 @@ func (c *conn) handle(data []byte) {
 			return
 		}
 		c.unsubscribe(m.ID)
+	case wire.TypeWrite:
+		if !authed {
+			c.sendError(m.ID, wire.CodeUnauthorized, "authenticate first", 0)
+			return
+		}
+		c.write(m)
 	}
 }
 

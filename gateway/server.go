@@ -31,6 +31,7 @@ import (
 	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
+	"github.com/firegate/firegate/writes"
 )
 
 // Verifier authenticates tokens; *authz.Verifier implements it.
@@ -61,6 +62,9 @@ type Deps struct {
 	// Publisher shares webhook revocations with other instances (a
 	// *revocation.Sync on the Store above); nil → this instance only.
 	Publisher Publisher
+	// Writer applies writes (the `write` message, POST /v1/write); nil →
+	// writes are answered `unavailable`.
+	Writer *writes.Writer
 }
 
 // Server is the gateway. Its methods are safe for concurrent use.
@@ -84,6 +88,8 @@ type Server struct {
 	handshakes *keyedLimiter
 	authFails  *keyedLimiter
 	users      *userCounter
+	writer     *writes.Writer
+	userWrites *keyedLimiter // per-user write rate (write.go)
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -144,6 +150,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.handshakes = newKeyedLimiter(l.HandshakesPerIP, l.HandshakeBurst, l.MaxTrackedIPs, s.clock.Now)
 	s.authFails = newKeyedLimiter(l.AuthFailuresPerIP, l.AuthFailureBurst, l.MaxTrackedIPs, s.clock.Now)
 	s.users = &userCounter{max: l.ConnectionsPerUser, m: make(map[string]int)}
+	s.writer = d.Writer
+	s.userWrites = newKeyedLimiter(l.WritesPerUser, l.WriteBurstPerUser, l.MaxTrackedIPs, s.clock.Now)
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.m.Ready.Set(1)
 	return s, nil
@@ -200,6 +208,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/stream", s.handleStream)
 	mux.HandleFunc("GET /v1/sse", s.handleSSE)
+	mux.HandleFunc("POST /v1/write", s.handleWrite)
+	mux.HandleFunc("OPTIONS /v1/write", s.handleWritePreflight)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("/", s.extra)
@@ -516,6 +526,7 @@ func (s *Server) sweepLimiters(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			s.handshakes.sweep()
 			s.authFails.sweep()
+			s.userWrites.sweep()
 		}
 	}
 }

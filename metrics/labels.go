@@ -66,6 +66,7 @@ const (
 	SentError
 	SentAuthExpiring
 	SentPong
+	SentWritten
 	numSentTypes
 )
 
@@ -78,6 +79,7 @@ const (
 	ClientUnsubscribe
 	ClientPing
 	ClientInvalid
+	ClientWrite
 	numClientTypes
 )
 
@@ -104,7 +106,38 @@ const (
 	LimitFeedBytesPerOrg  // the per-org budget of Feed result bytes
 	LimitFeedSharePerUser // one user's share of its org's Feeds
 	LimitRevocations      // a revocation evicted before its expiry (store full)
+	LimitWritesPerConn
+	LimitWritesPerUser
 	numLimits
+)
+
+// WriteOp labels writes_total{op}.
+type WriteOp uint8
+
+const (
+	WriteCreate WriteOp = iota
+	WriteSet
+	WriteUpdate
+	WriteDelete
+	numWriteOps
+)
+
+// WriteResult labels writes_total{result}: ok, the error code of the
+// operation that failed, or not_applied for the other operations of a
+// batch that failed as a whole.
+type WriteResult uint8
+
+const (
+	WriteOK WriteResult = iota
+	WriteForbidden
+	WriteBadRequest
+	WriteNotFound
+	WriteAlreadyExists
+	WriteFailedPrecondition
+	WriteRateLimited
+	WriteUnavailable
+	WriteNotApplied
+	numWriteResults
 )
 
 // The label value of each constant, indexed by the constant.
@@ -112,10 +145,12 @@ var (
 	handshakeResultNames = [numHandshakeResults]string{"ok", "unauthorized", "forbidden_origin", "rate_limited", "error"}
 	authFailReasonNames  = [numAuthFailReasons]string{"missing", "malformed", "expired", "not_yet_valid", "bad_signature", "unknown_kid", "bad_issuer", "bad_azp", "bad_alg", "revoked"}
 	disconnectNames      = [numDisconnectReasons]string{"client", "auth_expired", "auth_invalid", "user_changed", "rate_limited", "slow_consumer", "too_big", "drain", "error"}
-	sentTypeNames        = [numSentTypes]string{"welcome", "subscribed", "snapshot", "changes", "unsubscribed", "error", "auth_expiring", "pong"}
-	clientTypeNames      = [numClientTypes]string{"auth", "subscribe", "unsubscribe", "ping", "invalid"}
+	sentTypeNames        = [numSentTypes]string{"welcome", "subscribed", "snapshot", "changes", "unsubscribed", "error", "auth_expiring", "pong", "written"}
+	clientTypeNames      = [numClientTypes]string{"auth", "subscribe", "unsubscribe", "ping", "invalid", "write"}
 	overflowActionNames  = [numOverflowActions]string{"catchup", "disconnect"}
-	limitNames           = [numLimits]string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds", "feed_bytes_per_org", "feed_share_per_user", "revocations"}
+	limitNames           = [numLimits]string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds", "feed_bytes_per_org", "feed_share_per_user", "revocations", "writes_per_conn", "writes_per_user"}
+	writeOpNames         = [numWriteOps]string{"create", "set", "update", "delete"}
+	writeResultNames     = [numWriteResults]string{"ok", "forbidden", "bad_request", "not_found", "already_exists", "failed_precondition", "rate_limited", "unavailable", "not_applied"}
 )
 
 func (v HandshakeResult) String() string  { return handshakeResultNames[v] }
@@ -125,6 +160,8 @@ func (v SentType) String() string         { return sentTypeNames[v] }
 func (v ClientType) String() string       { return clientTypeNames[v] }
 func (v OverflowAction) String() string   { return overflowActionNames[v] }
 func (v Limit) String() string            { return limitNames[v] }
+func (v WriteOp) String() string          { return writeOpNames[v] }
+func (v WriteResult) String() string      { return writeResultNames[v] }
 
 // Label value lists, in constant order (what /metrics shows at zero).
 var (
@@ -135,6 +172,8 @@ var (
 	ClientTypes       = clientTypeNames[:]
 	OverflowActions   = overflowActionNames[:]
 	Limits            = limitNames[:]
+	WriteOps          = writeOpNames[:]
+	WriteResults      = writeResultNames[:]
 )
 
 // labelFamilies names every family's value list for checkLabels.
@@ -148,6 +187,8 @@ var labelFamilies = map[string][]string{
 	"rate_limited_total":         Limits,
 	"fleet_feeds":                FleetRoles,
 	"fleet_lease_changes_total":  LeaseChanges,
+	"writes_total{op}":           WriteOps,
+	"writes_total{result}":       WriteResults,
 }
 
 // checkLabels reports the first family whose label values are empty or

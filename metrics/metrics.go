@@ -44,6 +44,11 @@ type Metrics struct {
 	RateLimited      [numLimits]prometheus.Counter
 	FeedErrorsByCode map[codes.Code]prometheus.Counter
 
+	// Writes counts write operations by op and result.
+	Writes [numWriteOps][numWriteResults]prometheus.Counter
+	// WriteLatency is one write request's time from decoded to answered.
+	WriteLatency prometheus.Histogram
+
 	// Ready is 1 while /readyz would answer 200.
 	Ready prometheus.Gauge
 
@@ -96,6 +101,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.FanoutLatency = hist("fanout_latency_seconds", "From upstream snapshot received to frame written to the client.")
 	m.UpstreamLag = hist("upstream_lag_seconds", "From Firestore read_time to snapshot received by the gateway.")
 	m.HandshakeLatency = hist("handshake_latency_seconds", "From upgrade request to welcome sent.")
+	m.WriteLatency = hist("write_latency_seconds", "From a write decoded to its answer (written or error).")
 	m.PolicyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "policy_reloads_total", Help: "Policy reload attempts by result."}, []string{"result"})
 	m.PolicyReloads.WithLabelValues("ok")
 	m.PolicyReloads.WithLabelValues("error")
@@ -111,6 +117,13 @@ func New(reg prometheus.Registerer) *Metrics {
 
 	m.Fleet = newFleet(&cs)
 	cs = append(cs, buildInfo())
+	wv := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "writes_total", Help: "Write operations by op and result."}, []string{"op", "result"})
+	cs = append(cs, wv)
+	for op := range numWriteOps {
+		for res := range numWriteResults {
+			m.Writes[op][res] = wv.WithLabelValues(op.String(), res.String())
+		}
+	}
 
 	fe := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "feed_errors_total", Help: "Upstream listener errors by gRPC code."}, []string{"code"})
 	cs = append(cs, fe)

@@ -29,6 +29,8 @@ func TestEveryLabelValueExistsAtZero(t *testing.T) {
 		"firegate_send_queue_overflows_total": len(OverflowActions),
 		"firegate_rate_limited_total":         len(Limits),
 		"firegate_feed_errors_total":          17,
+		"firegate_writes_total":               len(WriteOps) * len(WriteResults),
+		"firegate_write_latency_seconds":      1,
 		"firegate_connections_active":         1,
 		"firegate_fanout_latency_seconds":     1,
 		"firegate_upstream_lag_seconds":       1,

@@ -24,6 +24,7 @@ import (
 	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/webhooks"
+	"github.com/firegate/firegate/writes"
 )
 
 // NewLogger builds the JSON (or text) slog logger the settings ask for.
@@ -158,9 +159,14 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	if extra != nil {
 		mux.Handle("/", extra)
 	}
+	wr, err := writes.New(writes.Config{Client: p.source.Client(), IdempotencyWindow: s.WriteWindow, Logger: log})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
 	p.srv, err = gateway.New(gcfg, gateway.Deps{
 		Verifier: p.verifier, Policy: pol, Hub: p.hub, Metrics: p.m, Gatherer: p.reg, Logger: log,
-		Upstream: p.source.Ping, Extra: mux, Revocations: p.revs, Publisher: p.sync,
+		Upstream: p.source.Ping, Extra: mux, Revocations: p.revs, Publisher: p.sync, Writer: wr,
 	})
 	if err != nil {
 		p.close()

@@ -50,6 +50,9 @@ type Settings struct {
 	ConnectionsPerUser   int
 	MessagesPerConn      float64
 	SubsPerConn          int
+	WritesPerConn        float64
+	WritesPerUser        float64
+	WriteWindow          time.Duration
 	ReplayCount          int
 	ReplayAge            time.Duration
 	Pprof                bool
@@ -112,6 +115,9 @@ func (s *Settings) table() []setting {
 		{"FIREGATE_CONNECTIONS_PER_USER", "connections-per-user", "concurrent connections per user (default 100)", parsed(&s.ConnectionsPerUser, strconv.Atoi)},
 		{"FIREGATE_MESSAGES_PER_CONN", "messages-per-conn", "client messages per second per connection (default 20, burst 50)", parsed(&s.MessagesPerConn, parseFloat)},
 		{"FIREGATE_SUBSCRIPTIONS_PER_CONN", "subscriptions-per-conn", "live subscriptions per connection (default 100)", parsed(&s.SubsPerConn, strconv.Atoi)},
+		{"FIREGATE_WRITES_PER_CONN", "writes-per-conn", "write messages per second per connection (default 10, burst 2x)", parsed(&s.WritesPerConn, parseFloat)},
+		{"FIREGATE_WRITES_PER_USER", "writes-per-user", "writes per second per user over its connections and POST /v1/write, per instance (default 20, burst 2x)", parsed(&s.WritesPerUser, parseFloat)},
+		{"FIREGATE_WRITE_IDEMPOTENCY_WINDOW", "write-idempotency-window", "how long an idempotency_key is remembered (default 24h)", parsed(&s.WriteWindow, time.ParseDuration)},
 		{"FIREGATE_REPLAY_COUNT", "replay-count", "replay buffer entries per Feed for resume (default 1024)", parsed(&s.ReplayCount, strconv.Atoi)},
 		{"FIREGATE_REPLAY_AGE", "replay-age", "replay buffer age per Feed for resume (default 5m)", parsed(&s.ReplayAge, time.ParseDuration)},
 		{"FIREGATE_PPROF", "pprof", "serve /debug/pprof on the admin address", parsed(&s.Pprof, strconv.ParseBool)},
@@ -196,6 +202,10 @@ func (s *Settings) GatewayConfig() gateway.Config {
 			ConnectionsPerUser:   s.ConnectionsPerUser,
 			MessagesPerConn:      rate.Limit(s.MessagesPerConn),
 			SubscriptionsPerConn: s.SubsPerConn,
+			WritesPerConn:        rate.Limit(s.WritesPerConn),
+			WriteBurstPerConn:    int(2 * s.WritesPerConn),
+			WritesPerUser:        rate.Limit(s.WritesPerUser),
+			WriteBurstPerUser:    int(2 * s.WritesPerUser),
 		},
 	}
 }
