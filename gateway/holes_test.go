@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/subscriptions"
+	"github.com/firegate/firegate/wire"
 )
 
 // TestIPv6ClientsBucketedBySlash64 is the attack of a client holding an
@@ -106,4 +109,60 @@ func newTestHub(t *testing.T) *subscriptions.Hub {
 	}
 	t.Cleanup(h.Close)
 	return h
+}
+
+// TestFeedSharePerUserEndToEnd is the attack of one member opening every
+// Feed its org may have: with 4 Feeds per org and a 0.5 share, a member's
+// third distinct query is refused `limit_exceeded` naming
+// feed_share_per_user, while a colleague still opens Feeds.
+func TestFeedSharePerUserEndToEnd(t *testing.T) {
+	e := newEnv(t, envOpts{hub: subscriptions.HubConfig{MaxFeedsPerTenant: 4, MaxFeedSharePerUser: 0.5, Linger: -1}})
+	org := uniq("org")
+	hog := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+	for i := range 2 { // at the edge
+		hog.subscribe(map[string]any{"id": fmt.Sprint("s", i), "collection": "tasks", "where": []any{map[string]any{"field": "n", "op": "==", "value": i}}})
+	}
+	hog.send(map[string]any{"type": "subscribe", "id": "s2", "collection": "tasks", "where": []any{map[string]any{"field": "n", "op": "==", "value": 2}}})
+	if m := hog.expect("error"); m.Code != wire.CodeLimitExceeded || !strings.Contains(m.Message, "feed_share_per_user") {
+		t.Fatalf("past the share: %+v", m)
+	}
+	colleague := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+	colleague.subscribe(map[string]any{"id": "c", "collection": "tasks", "where": []any{map[string]any{"field": "n", "op": "==", "value": 2}}})
+	if v := e.counter("firegate_rate_limited_total", map[string]string{"limit": "feed_share_per_user"}); v != 1 {
+		t.Fatalf("rate_limited_total{feed_share_per_user} = %v, want 1", v)
+	}
+}
+
+// TestFeedByteBudgetEndToEnd is the attack of an org holding the
+// gateway's memory with large results: once its Feeds hold the byte
+// budget (len(path) + encoded data per visible document), a new Feed is
+// refused; one byte more of budget admits it.
+func TestFeedByteBudgetEndToEnd(t *testing.T) {
+	org := uniq("org")
+	id := uniq("t")
+	data := map[string]any{"org_id": org, "title": "a large title"}
+	enc, err := json.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len("tasks/"+id) + len(enc))
+	for _, tc := range []struct {
+		budget int64
+		admit  bool
+	}{{size, false}, {size + 1, true}} {
+		e := newEnv(t, envOpts{hub: subscriptions.HubConfig{MaxFeedBytesPerTenant: tc.budget}})
+		e.put("tasks/"+id, data)
+		cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+		if _, docs, _ := cl.subscribe(map[string]any{"id": "big", "collection": "tasks"}); len(docs) != 1 {
+			t.Fatalf("first Feed: %d docs, want 1", len(docs))
+		}
+		cl.send(map[string]any{"type": "subscribe", "id": "more", "collection": "tasks", "where": []any{map[string]any{"field": "title", "op": "==", "value": "x"}}})
+		m := cl.next()
+		switch {
+		case tc.admit && m.Type != "subscribed":
+			t.Fatalf("budget %d (one byte above what the org holds): %s %+v, want subscribed", tc.budget, m.Type, m)
+		case !tc.admit && (m.Type != "error" || m.Code != wire.CodeLimitExceeded || !strings.Contains(m.Message, "feed_bytes_per_org")):
+			t.Fatalf("budget %d (the org holds exactly that): %s %+v, want limit_exceeded feed_bytes_per_org", tc.budget, m.Type, m)
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/firegate/firegate/authz"
 )
 
 // ipv6BucketBits is the prefix length that per-IP limits bucket IPv6
@@ -191,4 +193,14 @@ func (u *userCounter) release(user string) {
 		return
 	}
 	u.m[user]--
+}
+
+// feedUser is the user charged for a new Feed against the per-user share
+// of its org's Feeds: the caller for org-scoped Feeds, nobody for
+// user-scoped ones (the tenant is the user).
+func feedUser(dec *authz.Decision, p *authz.Principal) string {
+	if dec.Scope == authz.ScopeOrg {
+		return p.UserID
+	}
+	return ""
 }

@@ -148,6 +148,7 @@ func (c *conn) plan(pol *authz.Policy, p *authz.Principal, m wire.ClientMessage)
 		Query:  q,
 		Key:    q.Key() + "\x1f" + dec.KeyAttrs,
 		Tenant: dec.Scope + ":" + dec.ScopeValue,
+		User:   feedUser(dec, p),
 		Filter: dec.Filter,
 	}, dec, nil
 }

@@ -29,6 +29,7 @@ type feedDoc struct {
 	updateTime time.Time
 	updateStr  string // updateTime as RFC 3339 (nano), UTC
 	data       []byte // data encoded once (encoding/json, sorted keys); nil encodes as {}
+	size       int64  // len(path)+len(data) as counted in feed.bytes
 	pos        uint64 // snapshot order: upstream result order, later additions last
 	mark       uint64 // Reset sweep generation that last saw the document
 }
@@ -51,6 +52,12 @@ type feed struct {
 	// under mu.
 	refs atomic.Int64
 
+	// bytes is the size of the visible set: the sum of len(path) +
+	// len(encoded data) of the visible documents (what a snapshot carries,
+	// without the envelope). Written under mu, read by the Hub's limit
+	// checks without it.
+	bytes atomic.Int64
+
 	subscribed    *Message // `subscribed` with resumed=false; immutable
 	subscribedRes *Message // `subscribed` with resumed=true; immutable
 
@@ -71,6 +78,7 @@ type feed struct {
 
 	snapCache []*Message // encoded snapshot chunks for the current seq; nil when stale
 
+	lingerAt   time.Time   // when the last subscriber left (lingering order)
 	lingerGen  uint64      // bumped every time the last subscriber leaves
 	lingerStop func() bool // stops the pending linger timer; nil if none
 
@@ -336,6 +344,7 @@ func (f *feed) applyRemoved(id string) {
 		return
 	}
 	delete(f.visible, id)
+	f.bytes.Add(-e.size)
 	f.scratch = append(f.scratch, wire.Change{Kind: wire.KindRemoved, ID: e.id, Path: e.path})
 }
 
@@ -348,6 +357,9 @@ func (f *feed) setVersion(e *feedDoc, d *Document) {
 		e.updateStr = d.UpdateTime.UTC().Format(time.RFC3339Nano)
 	}
 	e.data = f.encodeData(d.Data)
+	size := int64(len(e.path) + len(e.data))
+	f.bytes.Add(size - e.size)
+	e.size = size
 }
 
 // encodeData encodes document data with encoding/json (keys sorted). JSON
@@ -592,6 +604,7 @@ func (s *Subscription) leave(capture bool) moveBase {
 	expireNow := false
 	if f.refs.Add(-1) == 0 && !f.closed {
 		f.lingerGen++
+		f.lingerAt = h.now()
 		gen = f.lingerGen
 		if f.lingerStop != nil {
 			f.lingerStop()

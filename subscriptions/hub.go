@@ -28,6 +28,19 @@ type HubConfig struct {
 	MaxFeeds int
 	// MaxFeedsPerTenant caps Feeds per FeedSpec.Tenant. 0 means 100.
 	MaxFeedsPerTenant int
+	// MaxFeedBytesPerTenant is a tenant's budget of Feed result bytes: a
+	// new Feed is refused (Limit "feed_bytes_per_org") while the tenant's
+	// Feeds already hold at least this much. A Feed's size is the sum, over
+	// the documents it holds visible, of len(path) + len(the document's
+	// data as encoded JSON) — what its snapshot carries. Existing Feeds are
+	// never cut. 0 means 64 MiB; negative is an error.
+	MaxFeedBytesPerTenant int64
+	// MaxFeedSharePerUser is the share of MaxFeedsPerTenant one user
+	// (FeedSpec.User) may have opened among a tenant's live Feeds: at most
+	// max(1, floor(share × MaxFeedsPerTenant)); past it a new Feed is
+	// refused (Limit "feed_share_per_user"). In (0, 1]; 0 means 1 (only
+	// the tenant's cap applies).
+	MaxFeedSharePerUser float64
 	// ReplayCount is the number of `changes` messages each Feed keeps for
 	// resume and catch-up. 0 means 1024.
 	ReplayCount int
@@ -54,6 +67,7 @@ type HubConfig struct {
 const (
 	hubDefaultLinger             = 30 * time.Second
 	hubDefaultMaxFeedsPerTenant  = 100
+	hubDefaultMaxFeedBytes       = 64 << 20
 	hubDefaultReplayCount        = 1024
 	hubDefaultReplayAge          = 5 * time.Minute
 	hubDefaultSnapshotChunkBytes = 256 << 10
@@ -65,7 +79,10 @@ const (
 var ErrHubClosed = errors.New("subscriptions: hub closed")
 
 // LimitError refuses a Subscribe that would have opened a new Feed past
-// MaxFeeds (Limit "feeds") or MaxFeedsPerTenant (Limit "feeds_per_org").
+// MaxFeeds (Limit "feeds"), MaxFeedsPerTenant (Limit "feeds_per_org"),
+// MaxFeedBytesPerTenant (Limit "feed_bytes_per_org") or
+// MaxFeedSharePerUser (Limit "feed_share_per_user"), when no lingering
+// Feed could be evicted to make room.
 // RetryAfter is a hint: the Hub's linger, after which idle Feeds free their
 // slots (at least one second).
 type LimitError struct {
@@ -81,6 +98,8 @@ func (e *LimitError) Error() string {
 const (
 	LimitFeeds          = metrics.LimitFeeds
 	LimitFeedsPerTenant = metrics.LimitFeedsPerOrg
+	LimitFeedBytes      = metrics.LimitFeedBytesPerOrg
+	LimitFeedShare      = metrics.LimitFeedSharePerUser
 )
 
 const hubShards = 32
@@ -122,9 +141,11 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [hubShards]hubShard
 
-	limMu     sync.Mutex
-	total     int            // registered Feeds; guarded by limMu
-	perTenant map[string]int // registered Feeds per tenant; guarded by limMu
+	limMu       sync.Mutex
+	total       int                           // registered Feeds; guarded by limMu
+	perTenant   map[string]int                // registered Feeds per tenant; guarded by limMu
+	tenantFeeds map[string]map[*feed]struct{} // registered Feeds per tenant; guarded by limMu
+	perUser     map[tenantUser]int            // Feeds opened per (tenant, user); guarded by limMu
 
 	closed atomic.Bool    // set first thing by Close
 	wg     sync.WaitGroup // Feed goroutines
@@ -152,6 +173,8 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 	}{
 		{"MaxFeeds", cfg.MaxFeeds < 0},
 		{"MaxFeedsPerTenant", cfg.MaxFeedsPerTenant < 0},
+		{"MaxFeedBytesPerTenant", cfg.MaxFeedBytesPerTenant < 0},
+		{"MaxFeedSharePerUser", cfg.MaxFeedSharePerUser < 0},
 		{"ReplayCount", cfg.ReplayCount < 0},
 		{"ReplayAge", cfg.ReplayAge < 0},
 		{"SnapshotChunkBytes", cfg.SnapshotChunkBytes < 0},
@@ -180,6 +203,15 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 	defInt(&cfg.MaxFeedsPerTenant, hubDefaultMaxFeedsPerTenant)
 	defInt(&cfg.ReplayCount, hubDefaultReplayCount)
 	defInt(&cfg.SnapshotChunkBytes, hubDefaultSnapshotChunkBytes)
+	if cfg.MaxFeedBytesPerTenant == 0 {
+		cfg.MaxFeedBytesPerTenant = hubDefaultMaxFeedBytes
+	}
+	if cfg.MaxFeedSharePerUser == 0 {
+		cfg.MaxFeedSharePerUser = 1
+	}
+	if cfg.MaxFeedSharePerUser > 1 {
+		return nil, fmt.Errorf("failed to create hub: MaxFeedSharePerUser %v exceeds 1", cfg.MaxFeedSharePerUser)
+	}
 	if cfg.RetryMin > cfg.RetryMax {
 		return nil, fmt.Errorf("failed to create hub: RetryMin %s exceeds RetryMax %s", cfg.RetryMin, cfg.RetryMax)
 	}
@@ -191,14 +223,16 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 	}
 	cfg.Clock = clock.Or(cfg.Clock)
 	h := &Hub{
-		src:       src,
-		cfg:       cfg,
-		m:         cfg.Metrics,
-		log:       cfg.Logger,
-		now:       cfg.Clock.Now,
-		seed:      maphash.MakeSeed(),
-		perTenant: make(map[string]int),
-		afterFunc: func(d time.Duration, fn func()) func() bool { return cfg.Clock.AfterFunc(d, fn).Stop },
+		src:         src,
+		cfg:         cfg,
+		m:           cfg.Metrics,
+		log:         cfg.Logger,
+		now:         cfg.Clock.Now,
+		seed:        maphash.MakeSeed(),
+		perTenant:   make(map[string]int),
+		tenantFeeds: make(map[string]map[*feed]struct{}),
+		perUser:     make(map[tenantUser]int),
+		afterFunc:   func(d time.Duration, fn func()) func() bool { return cfg.Clock.AfterFunc(d, fn).Stop },
 	}
 	for i := range h.shards {
 		h.shards[i].feeds = make(map[string]*feed)
@@ -318,8 +352,28 @@ func (h *Hub) Move(old *Subscription, spec FeedSpec, sub Subscriber, clientCurre
 	return f.attach(sub, nil, base)
 }
 
+// maxEvictions bounds how many lingering Feeds one acquire may evict
+// before it gives up and refuses.
+const maxEvictions = 64
+
+// tenantUser keys the per-user Feed counts.
+type tenantUser struct{ tenant, user string }
+
 // acquire finds or creates the Feed for spec and reserves a reference on it.
+// When a cap refuses a new Feed, lingering Feeds that hold what the cap
+// counts are evicted, oldest lingering first, before it gives up.
 func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
+	for evicted := 0; ; evicted++ {
+		f, err := h.tryAcquire(spec)
+		var le *LimitError
+		if !errors.As(err, &le) || evicted >= maxEvictions || !h.evictLingering(spec, le.Limit) {
+			return f, err
+		}
+	}
+}
+
+// tryAcquire is one attempt of acquire, under the key's shard lock.
+func (h *Hub) tryAcquire(spec FeedSpec) (*feed, error) {
 	sh := h.shardFor(spec.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -330,10 +384,11 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 		f.refs.Add(1)
 		return f, nil
 	}
-	if err := h.takeSlot(spec.Tenant); err != nil {
+	f := newFeed(h, spec)
+	if err := h.takeSlot(f); err != nil {
+		f.cancel()
 		return nil, err
 	}
-	f := newFeed(h, spec)
 	f.refs.Add(1)
 	sh.feeds[spec.Key] = f
 	h.m.FeedsActive.Inc()
@@ -342,19 +397,114 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 	return f, nil
 }
 
-// takeSlot counts a new Feed against the limits, or refuses it.
-func (h *Hub) takeSlot(tenant string) error {
+// takeSlot counts a new Feed against the limits and registers it with its
+// tenant, or refuses it.
+func (h *Hub) takeSlot(f *feed) error {
+	tenant := f.spec.Tenant
+	tu := tenantUser{tenant, f.spec.User}
 	h.limMu.Lock()
 	defer h.limMu.Unlock()
+	refuse := func(l metrics.Limit) error {
+		return &LimitError{Limit: l, RetryAfter: max(h.cfg.Linger, time.Second)}
+	}
 	switch {
 	case h.total >= h.cfg.MaxFeeds:
-		return &LimitError{Limit: LimitFeeds, RetryAfter: max(h.cfg.Linger, time.Second)}
+		return refuse(LimitFeeds)
 	case h.perTenant[tenant] >= h.cfg.MaxFeedsPerTenant:
-		return &LimitError{Limit: LimitFeedsPerTenant, RetryAfter: max(h.cfg.Linger, time.Second)}
+		return refuse(LimitFeedsPerTenant)
+	case f.spec.User != "" && h.perUser[tu] >= h.userCap():
+		return refuse(LimitFeedShare)
+	case h.tenantBytesLocked(tenant) >= h.cfg.MaxFeedBytesPerTenant:
+		return refuse(LimitFeedBytes)
 	}
 	h.total++
 	h.perTenant[tenant]++
+	if f.spec.User != "" {
+		h.perUser[tu]++
+	}
+	set := h.tenantFeeds[tenant]
+	if set == nil {
+		set = make(map[*feed]struct{})
+		h.tenantFeeds[tenant] = set
+	}
+	set[f] = struct{}{}
 	return nil
+}
+
+// userCap is how many of a tenant's Feeds one user may have opened.
+func (h *Hub) userCap() int {
+	return max(1, int(h.cfg.MaxFeedSharePerUser*float64(h.cfg.MaxFeedsPerTenant)))
+}
+
+// tenantBytesLocked sums the sizes of the tenant's Feeds. limMu is held.
+func (h *Hub) tenantBytesLocked(tenant string) int64 {
+	var n int64
+	for f := range h.tenantFeeds[tenant] {
+		n += f.bytes.Load()
+	}
+	return n
+}
+
+// TenantBytes is the size of the tenant's Feeds (see
+// HubConfig.MaxFeedBytesPerTenant).
+func (h *Hub) TenantBytes(tenant string) int64 {
+	h.limMu.Lock()
+	defer h.limMu.Unlock()
+	return h.tenantBytesLocked(tenant)
+}
+
+// evictLingering closes the oldest lingering Feed (no subscriber, waiting
+// for its linger to expire) that holds what limit counts for spec: any
+// Feed for "feeds", the tenant's for "feeds_per_org" and
+// "feed_bytes_per_org", the tenant's opened by spec.User for
+// "feed_share_per_user". It reports whether it closed one. Called with no
+// lock held.
+func (h *Hub) evictLingering(spec FeedSpec, limit metrics.Limit) bool {
+	var candidates []*feed
+	switch limit {
+	case LimitFeeds:
+		for i := range h.shards {
+			sh := &h.shards[i]
+			sh.mu.Lock()
+			for _, f := range sh.feeds {
+				candidates = append(candidates, f)
+			}
+			sh.mu.Unlock()
+		}
+	case LimitFeedsPerTenant, LimitFeedBytes, LimitFeedShare:
+		h.limMu.Lock()
+		for f := range h.tenantFeeds[spec.Tenant] {
+			if limit != LimitFeedShare || f.spec.User == spec.User {
+				candidates = append(candidates, f)
+			}
+		}
+		h.limMu.Unlock()
+	default:
+		return false
+	}
+	var victim *feed
+	var victimAt time.Time
+	var victimGen uint64
+	for _, f := range candidates {
+		f.mu.Lock()
+		lingering := !f.closed && f.refs.Load() == 0 && f.lingerStop != nil
+		at, gen := f.lingerAt, f.lingerGen
+		f.mu.Unlock()
+		if lingering && (victim == nil || at.Before(victimAt)) {
+			victim, victimAt, victimGen = f, at, gen
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	h.expireLinger(victim, victimGen)
+	victim.mu.Lock()
+	closed := victim.closed
+	victim.mu.Unlock()
+	if closed {
+		h.log.Debug("evicted a lingering feed to make room", "collection", victim.spec.Query.Collection, "limit", limit.String())
+	}
+	return closed
 }
 
 // forget releases a retired Feed's slot; called exactly once per Feed, by
@@ -366,6 +516,20 @@ func (h *Hub) forget(f *feed) {
 		h.perTenant[f.spec.Tenant] = n
 	} else {
 		delete(h.perTenant, f.spec.Tenant)
+	}
+	if f.spec.User != "" {
+		tu := tenantUser{f.spec.Tenant, f.spec.User}
+		if n := h.perUser[tu] - 1; n > 0 {
+			h.perUser[tu] = n
+		} else {
+			delete(h.perUser, tu)
+		}
+	}
+	if set := h.tenantFeeds[f.spec.Tenant]; set != nil {
+		delete(set, f)
+		if len(set) == 0 {
+			delete(h.tenantFeeds, f.spec.Tenant)
+		}
 	}
 	h.limMu.Unlock()
 	h.m.FeedsActive.Dec()

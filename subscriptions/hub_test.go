@@ -203,20 +203,30 @@ func TestFeedLimits(t *testing.T) {
 					t.Errorf("another tenant's Feed: %v", err)
 				}
 			}
-			// A lingering Feed still counts; once it expires the slot frees.
+			// A lingering Feed is evicted before the cap refuses.
 			n := timers.len()
 			subs[0].Unsubscribe()
-			if _, err := h.Subscribe(tc.refused, hsNewRecorder(), nil); !errors.As(err, &le) {
-				t.Fatalf("lingering Feed did not count against the cap: %v", err)
-			}
-			if !timers.fire(n) {
+			if timers.len() != n+1 {
 				t.Fatal("linger timer not armed")
 			}
 			if _, err := h.Subscribe(tc.refused, hsNewRecorder(), nil); err != nil {
-				t.Errorf("Subscribe after a slot freed: %v", err)
+				t.Fatalf("Subscribe with a lingering Feed to evict: %v", err)
+			}
+			if h.FeedCount() != len(tc.subs)+btoi(tc.otherOK != nil) {
+				t.Errorf("FeedCount = %d after the eviction", h.FeedCount())
+			}
+			if h.feedFor(tc.subs[0].Key) != nil {
+				t.Error("the lingering Feed was not evicted")
 			}
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func TestLingerWarmRevive(t *testing.T) {

@@ -115,6 +115,11 @@ type FeedSpec struct {
 	// Tenant is the org (or, for user scope, user) id; used only for the
 	// per-tenant Feed limit, never as a metric label.
 	Tenant string
+	// User is the user charged for a new Feed against the per-user share of
+	// its tenant's Feeds (HubConfig.MaxFeedSharePerUser); empty: not
+	// charged (user-scoped Feeds, whose tenant is the user). The Feed stays
+	// charged to the user who opened it while it lives.
+	User string
 	// Filter is the per-document policy filter; nil admits every document.
 	// It is called under the Feed's lock, once per change per Feed, and must
 	// not block. A document for which it returns false is not visible.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,10 @@ import (
 	"github.com/firegate/firegate/webhooks"
 	"github.com/firegate/firegate/writes"
 )
+
+// DefaultFeedSharePerUser is FIREGATE_MAX_FEED_SHARE_PER_USER's default:
+// one user may open at most half of its org's Feeds.
+const DefaultFeedSharePerUser = 0.5
 
 // NewLogger builds the JSON (or text) slog logger the settings ask for.
 func NewLogger(s *Settings, w io.Writer) (*slog.Logger, error) {
@@ -118,6 +123,7 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	p.hub, err = subscriptions.NewHub(p.source, subscriptions.HubConfig{
 		Linger: s.FeedLinger, MaxFeeds: s.MaxFeeds, MaxFeedsPerTenant: s.MaxFeedsPerOrg,
+		MaxFeedBytesPerTenant: s.MaxFeedBytesPerOrg, MaxFeedSharePerUser: cmp.Or(s.MaxFeedSharePerUser, DefaultFeedSharePerUser),
 		ReplayCount: s.ReplayCount, ReplayAge: s.ReplayAge, Metrics: p.m, Logger: log,
 	})
 	if err != nil {

@@ -43,6 +43,8 @@ type Settings struct {
 	FeedLinger           time.Duration
 	MaxFeeds             int
 	MaxFeedsPerOrg       int
+	MaxFeedBytesPerOrg   int64
+	MaxFeedSharePerUser  float64
 	SendQueueMessages    int
 	SendQueueBytes       int
 	HandshakesPerIP      float64
@@ -108,6 +110,8 @@ func (s *Settings) table() []setting {
 		{"FIREGATE_FEED_LINGER", "feed-linger", "how long a Feed outlives its last subscriber (default 30s)", parsed(&s.FeedLinger, time.ParseDuration)},
 		{"FIREGATE_MAX_FEEDS", "max-feeds", "Feeds (Firestore listeners) overall (default 1000)", parsed(&s.MaxFeeds, strconv.Atoi)},
 		{"FIREGATE_MAX_FEEDS_PER_ORG", "max-feeds-per-org", "Feeds per org or user (default 100)", parsed(&s.MaxFeedsPerOrg, strconv.Atoi)},
+		{"FIREGATE_MAX_FEED_BYTES_PER_ORG", "max-feed-bytes-per-org", "byte budget of an org's Feeds (sum of len(path)+encoded data of their visible documents); a new Feed is refused once reached (default 67108864)", parsed(&s.MaxFeedBytesPerOrg, parseInt64)},
+		{"FIREGATE_MAX_FEED_SHARE_PER_USER", "max-feed-share-per-user", "share of FIREGATE_MAX_FEEDS_PER_ORG one user may open, in (0,1] (default 0.5)", parsed(&s.MaxFeedSharePerUser, parseFloat)},
 		{"FIREGATE_SEND_QUEUE_MESSAGES", "send-queue-messages", "per-connection send queue, messages (default 512)", parsed(&s.SendQueueMessages, strconv.Atoi)},
 		{"FIREGATE_SEND_QUEUE_BYTES", "send-queue-bytes", "per-connection send queue, bytes (default 4194304)", parsed(&s.SendQueueBytes, strconv.Atoi)},
 		{"FIREGATE_HANDSHAKES_PER_IP", "handshakes-per-ip", "handshakes per second per client IP (default 20, burst 2x)", parsed(&s.HandshakesPerIP, parseFloat)},
