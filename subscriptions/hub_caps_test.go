@@ -34,33 +34,33 @@ func TestFeedByteBudgetPerTenant(t *testing.T) {
 	hsLeakCheck(t)
 	h, src, _ := hsNewHub(t, HubConfig{MaxFeedBytesPerTenant: 15})
 	hsSubscribe(t, h, hsSpec("k1", "a"), nil)
-	src.listener(t, 0).emit(t, hsReset(hsDoc("a", 1))) // "tasks/a": 7 bytes, no data
+	src.Listener(t, 0).Emit(t, hsReset(hsDoc("a", 1))) // "tasks/a": 7 bytes, no data
 	hsSubscribe(t, h, hsSpec("k2", "a"), nil)
-	l2 := src.listener(t, 1)
-	l2.emit(t, hsReset(hsDoc("b", 1))) // 7 more
+	l2 := src.Listener(t, 1)
+	l2.Emit(t, hsReset(hsDoc("b", 1))) // 7 more
 	if got := h.TenantBytes("a"); got != 14 {
 		t.Fatalf("TenantBytes = %d, want 14", got)
 	}
 	hsSubscribe(t, h, hsSpec("k3", "a"), nil)             // one byte below the budget: admitted
-	l2.emit(t, hsChanges(hsAdded(hsDoc("x", 1, "v", 1)))) // "tasks/x" 7 + {"v":1} 7
+	l2.Emit(t, hsChanges(hsAdded(hsDoc("x", 1, "v", 1)))) // "tasks/x" 7 + {"v":1} 7
 	if got := h.TenantBytes("a"); got != 28 {
 		t.Fatalf("TenantBytes = %d, want 28 (data counts)", got)
 	}
 	hsWantLimit(t, h, hsSpec("k4", "a"), LimitFeedBytes) // past the budget
-	l2.emit(t, hsChanges(hsRemoved("x")))
-	l2.emit(t, hsChanges(hsModified(hsDoc("b", 2, "w", 1)))) // 7 + 7
+	l2.Emit(t, hsChanges(hsRemoved("x")))
+	l2.Emit(t, hsChanges(hsModified(hsDoc("b", 2, "w", 1)))) // 7 + 7
 	if got := h.TenantBytes("a"); got != 21 {
 		t.Fatalf("TenantBytes = %d, want 21", got)
 	}
-	l2.emit(t, hsChanges(hsModified(hsDoc("b", 3))))                 // back to 7: exactly 14
-	l2.emit(t, hsChanges(hsAdded(hsDoc("c", 1))))                    // 7 more: 21
-	l2.emit(t, hsChanges(hsRemoved("a")))                            // not in k2: no change
-	src.listener(t, 0).emit(t, hsChanges(hsModified(hsDoc("a", 2)))) // same size
-	l2.emit(t, hsChanges(hsRemoved("c")))                            // 14
-	l2.emit(t, hsChanges(hsModified(hsDoc("b", 4, "", nil))))        // tasks/b {"":null} 7+9 = 16; total 23
-	l2.emit(t, hsChanges(hsModified(hsDoc("b", 5, "z", 1))))         // 7+7: total 21
-	l2.emit(t, hsChanges(hsRemoved("b")))                            // 7
-	l2.emit(t, hsChanges(hsAdded(hsDoc("bb", 1))))                   // "tasks/bb" 8: exactly 15
+	l2.Emit(t, hsChanges(hsModified(hsDoc("b", 3))))                 // back to 7: exactly 14
+	l2.Emit(t, hsChanges(hsAdded(hsDoc("c", 1))))                    // 7 more: 21
+	l2.Emit(t, hsChanges(hsRemoved("a")))                            // not in k2: no change
+	src.Listener(t, 0).Emit(t, hsChanges(hsModified(hsDoc("a", 2)))) // same size
+	l2.Emit(t, hsChanges(hsRemoved("c")))                            // 14
+	l2.Emit(t, hsChanges(hsModified(hsDoc("b", 4, "", nil))))        // tasks/b {"":null} 7+9 = 16; total 23
+	l2.Emit(t, hsChanges(hsModified(hsDoc("b", 5, "z", 1))))         // 7+7: total 21
+	l2.Emit(t, hsChanges(hsRemoved("b")))                            // 7
+	l2.Emit(t, hsChanges(hsAdded(hsDoc("bb", 1))))                   // "tasks/bb" 8: exactly 15
 	if got := h.TenantBytes("a"); got != 15 {
 		t.Fatalf("TenantBytes = %d, want 15", got)
 	}
@@ -71,7 +71,7 @@ func TestFeedByteBudgetPerTenant(t *testing.T) {
 	if _, err := h.Subscribe(hsSpec("k5", "b"), hsNewRecorder(), nil); err != nil {
 		t.Fatalf("another tenant: %v", err)
 	}
-	l2.emit(t, hsChanges(hsRemoved("bb"))) // 7
+	l2.Emit(t, hsChanges(hsRemoved("bb"))) // 7
 	if _, err := h.Subscribe(hsSpec("k4", "a"), hsNewRecorder(), nil); err != nil {
 		t.Fatalf("below the budget again: %v", err)
 	}
