@@ -101,6 +101,11 @@ const (
 //
 // Every /dev/ response is JSON; errors read {"error":"..."}.
 //
+// /dev/docs writes with the gateway's service account and no policy at all:
+// it is for seeding and scripts (loopback only). The demo page edits,
+// creates and deletes through the real write path (the `write` message, or
+// POST /v1/write) as the chosen user, under the dev policy's write rules.
+//
 // /dev/docs bodies are one JSON object (application/json, at most
 // MaxDocBodyBytes). Integral numbers are stored as integers (int64), other
 // numbers as doubles; strings stay strings (an RFC 3339 string is NOT

@@ -15,10 +15,12 @@ var defaultPolicy []byte
 // fresh copy on every call:
 //
 //   - tasks: org scope; private tasks only for org admins
-//     (filter "doc.visibility != 'private' || auth.org_role == 'org:admin'")
-//   - invoices: org scope; allow "'org:invoices:read' in auth.org_permissions"
-//   - notes: user scope, scope_field owner_id
-//   - projects/{project}/tasks: org scope
+//     (filter "doc.visibility != 'private' || auth.org_role == 'org:admin'");
+//     members create and edit non-private tasks, only admins delete
+//   - invoices: org scope; allow "'org:invoices:read' in auth.org_permissions";
+//     create and update need org:invoices:write, delete org:admin
+//   - notes: user scope, scope_field owner_id; the owner writes freely
+//   - projects/{project}/tasks: org scope; only admins delete
 func DefaultPolicy() []byte {
 	return append([]byte(nil), defaultPolicy...)
 }

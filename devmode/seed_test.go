@@ -120,9 +120,9 @@ func TestUsers(t *testing.T) {
 			t.Errorf("%s in %s = %+v, %v; want %s %v", user, org, m, ok, role, perms)
 		}
 	}
-	member("user_alice", OrgAcme, RoleAdmin, PermInvoicesRead)
+	member("user_alice", OrgAcme, RoleAdmin, PermInvoicesRead, PermInvoicesWrite)
 	member("user_bob", OrgAcme, RoleMember)
-	member("user_carol", OrgGlobex, RoleAdmin, PermInvoicesRead)
+	member("user_carol", OrgGlobex, RoleAdmin, PermInvoicesRead, PermInvoicesWrite)
 	member("user_dave", OrgAcme, RoleMember)
 	member("user_dave", OrgGlobex, RoleMember, PermInvoicesRead)
 	if len(ids["user_erin"].Memberships) != 0 || len(users) != 5 {

@@ -48,14 +48,14 @@ func TestTokenEndpoint(t *testing.T) {
 		wantPerms []string
 		wantTTL   time.Duration
 	}{
-		{"admin default role and permissions", "user=user_alice&org=org_acme", "org_acme", "acme", "org:admin", []string{"org:invoices:read"}, time.Minute},
+		{"admin default role and permissions", "user=user_alice&org=org_acme", "org_acme", "acme", "org:admin", []string{"org:invoices:read", "org:invoices:write"}, time.Minute},
 		{"member default", "user=user_bob&org=org_acme", "org_acme", "acme", "org:member", nil, time.Minute},
 		{"second membership", "user=user_dave&org=org_globex", "org_globex", "globex", "org:member", []string{"org:invoices:read"}, time.Minute},
 		{"demo user outside the org", "user=user_alice&org=org_globex", "org_globex", "globex", "org:member", nil, time.Minute},
 		{"unknown user and org", "user=user_zed&org=org_initech", "org_initech", "initech", "org:member", nil, time.Minute},
 		{"no org", "user=user_erin", "", "", "", nil, time.Minute},
 		{"demo member without org param", "user=user_alice", "", "", "", nil, time.Minute},
-		{"role override", "user=user_alice&org=org_acme&role=org:member", "org_acme", "acme", "org:member", []string{"org:invoices:read"}, time.Minute},
+		{"role override", "user=user_alice&org=org_acme&role=org:member", "org_acme", "acme", "org:member", []string{"org:invoices:read", "org:invoices:write"}, time.Minute},
 		{"custom role", "user=user_bob&org=org_acme&role=org:billing_manager", "org_acme", "acme", "org:billing_manager", nil, time.Minute},
 		{"permissions override", "user=user_bob&org=org_acme&permissions=org:invoices:read,+org:x:y+,,", "org_acme", "acme", "org:member", []string{"org:invoices:read", "org:x:y"}, time.Minute},
 		{"empty permissions drop the defaults", "user=user_alice&org=org_acme&permissions=", "org_acme", "acme", "org:admin", nil, time.Minute},
@@ -63,8 +63,8 @@ func TestTokenEndpoint(t *testing.T) {
 		{"ttl min", "user=u&ttl=1s", "", "", "", nil, time.Second},
 		{"ttl max", "user=u&ttl=24h", "", "", "", nil, 24 * time.Hour},
 		{"ttl minutes", "user=u&ttl=5m", "", "", "", nil, 5 * time.Minute},
-		{"v2 token", "user=user_alice&org=org_acme&v2=1", "org_acme", "acme", "org:admin", []string{"org:invoices:read"}, time.Minute},
-		{"v2 false", "user=user_alice&org=org_acme&v2=false", "org_acme", "acme", "org:admin", []string{"org:invoices:read"}, time.Minute},
+		{"v2 token", "user=user_alice&org=org_acme&v2=1", "org_acme", "acme", "org:admin", []string{"org:invoices:read", "org:invoices:write"}, time.Minute},
+		{"v2 false", "user=user_alice&org=org_acme&v2=false", "org_acme", "acme", "org:admin", []string{"org:invoices:read", "org:invoices:write"}, time.Minute},
 		{"128-byte user", "user=" + strings.Repeat("u", 128), "", "", "", nil, time.Minute},
 	}
 	for _, tt := range tests {

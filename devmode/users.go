@@ -15,6 +15,7 @@ const (
 	RoleAdmin          = "org:admin"
 	RoleMember         = "org:member"
 	PermInvoicesRead   = "org:invoices:read"
+	PermInvoicesWrite  = "org:invoices:write"
 	defaultUnknownRole = RoleMember
 )
 
@@ -57,13 +58,13 @@ func (u DemoUser) Membership(orgID string) (Membership, bool) {
 func Users() []DemoUser {
 	return []DemoUser{
 		{ID: "user_alice", Name: "Alice (acme admin)", Memberships: []Membership{
-			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleAdmin, Permissions: []string{PermInvoicesRead}},
+			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleAdmin, Permissions: []string{PermInvoicesRead, PermInvoicesWrite}},
 		}},
 		{ID: "user_bob", Name: "Bob (acme member)", Memberships: []Membership{
 			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleMember, Permissions: []string{}},
 		}},
 		{ID: "user_carol", Name: "Carol (globex admin)", Memberships: []Membership{
-			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlug, Role: RoleAdmin, Permissions: []string{PermInvoicesRead}},
+			{OrgID: OrgGlobex, OrgSlug: OrgGlobexSlug, Role: RoleAdmin, Permissions: []string{PermInvoicesRead, PermInvoicesWrite}},
 		}},
 		{ID: "user_dave", Name: "Dave (acme + globex member)", Memberships: []Membership{
 			{OrgID: OrgAcme, OrgSlug: OrgAcmeSlug, Role: RoleMember, Permissions: []string{}},

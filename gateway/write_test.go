@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/devmode"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/wire"
 )
@@ -467,5 +468,48 @@ func TestWriteConcurrentWriters(t *testing.T) {
 	}
 	if got := e.stored(col + "/c"); got["n"] != int64(ok) {
 		t.Fatalf("n = %v, %d acknowledged", got["n"], ok)
+	}
+}
+
+// The dev policy's write rules: scope stamping, a permission gate
+// (org:invoices:write creates invoices) and a role gate (only org:admin
+// deletes tasks).
+func TestWriteDevPolicy(t *testing.T) {
+	e := newEnv(t, envOpts{policy: string(devmode.DefaultPolicy())})
+	org := uniq("org")
+	admin := e.connect(e.token(authz.MintOptions{UserID: "user_alice", OrgID: org, OrgRole: "org:admin",
+		OrgPermissions: []string{"org:invoices:read", "org:invoices:write"}}))
+	member := e.connect(e.token(authz.MintOptions{UserID: "user_bob", OrgID: org, OrgRole: "org:member"}))
+	task := "tasks/" + uniq("t")
+	// A member creates a task without org_id: it is stamped.
+	if m := member.writeMsg("c", `{"ops":[{"op":"create","path":"`+task+`","data":{"title":"x","visibility":"team"}}]}`); m.Type != wire.TypeWritten {
+		t.Fatalf("%+v", m)
+	}
+	if got := e.stored(task); got["org_id"] != org {
+		t.Fatalf("not stamped: %v", got)
+	}
+	// A member may not create a private task, nor delete one.
+	wantWriteError(t, member.writeMsg("p", `{"ops":[{"op":"create","path":"tasks/`+uniq("t")+`","data":{"visibility":"private"}}]}`), wire.CodeForbidden, 0)
+	wantWriteError(t, member.writeMsg("d", `{"ops":[{"op":"delete","path":"`+task+`"}]}`), wire.CodeForbidden, 0)
+	// Invoices need org:invoices:write.
+	inv := "invoices/" + uniq("i")
+	wantWriteError(t, member.writeMsg("i", `{"ops":[{"op":"create","path":"`+inv+`","data":{"amount_cents":1}}]}`), wire.CodeForbidden, 0)
+	if m := admin.writeMsg("i", `{"ops":[{"op":"create","path":"`+inv+`","data":{"amount_cents":1}}]}`); m.Type != wire.TypeWritten {
+		t.Fatalf("%+v", m)
+	}
+	// The admin deletes.
+	if m := admin.writeMsg("d", `{"ops":[{"op":"delete","path":"`+task+`"},{"op":"delete","path":"`+inv+`"}]}`); m.Type != wire.TypeWritten {
+		t.Fatalf("%+v", m)
+	}
+	if e.stored(task) != nil || e.stored(inv) != nil {
+		t.Fatal("not deleted")
+	}
+	// Notes: the owner id is stamped.
+	note := "notes/" + uniq("n")
+	if m := member.writeMsg("n", `{"ops":[{"op":"create","path":"`+note+`","data":{"text":"hi"}}]}`); m.Type != wire.TypeWritten {
+		t.Fatalf("%+v", m)
+	}
+	if got := e.stored(note); got["owner_id"] != "user_bob" {
+		t.Fatalf("notes: %v", got)
 	}
 }
