@@ -159,7 +159,7 @@ func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: src.Ping, Clock: o.clock,
+	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: func(context.Context) error { return src.Health() }, Clock: o.clock,
 		Revocations: o.revocations, Publisher: o.publisher, Writer: wr})
 	if err != nil {
 		t.Fatal(err)

@@ -166,3 +166,30 @@ func TestFeedByteBudgetEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzReadsNoDocumentPerProbe: readiness probes (every few seconds,
+// from every kubelet) must not each cost a billed Firestore read; /readyz
+// reports the health monitor's verdict instead. With the monitor off, any
+// number of probes makes no read at all.
+func TestReadyzReadsNoDocumentPerProbe(t *testing.T) {
+	sharedSource(t) // points FIRESTORE_EMULATOR_HOST at the emulator
+	src, err := subscriptions.NewFirestoreSource(context.Background(), subscriptions.FirestoreConfig{ProjectID: "firegate-gw-test", MaxFeeds: 10, HealthInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	e := buildEnv(t, src, envOpts{})
+	for i := range 20 {
+		resp, err := http.Get(e.admin.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("probe %d: %d", i, resp.StatusCode)
+		}
+	}
+	if n := src.Pings(); n != 0 {
+		t.Fatalf("20 readiness probes made %d Firestore reads, want 0", n)
+	}
+}

@@ -50,7 +50,9 @@ type Deps struct {
 	Logger   *slog.Logger        // nil → discard
 	Clock    Clock               // nil → real time
 	// Upstream reports whether Firestore is reachable (for /readyz); nil
-	// means always.
+	// means always. It is called on every probe, so it must not read
+	// Firestore: the app passes FirestoreSource.Health, the verdict of the
+	// listeners' own health monitor (with its hysteresis).
 	Upstream func(ctx context.Context) error
 	// Extra serves every path of the main address the gateway does not
 	// own (the dev page, dev endpoints); nil → 404.
@@ -99,11 +101,6 @@ type Server struct {
 	connsMu sync.Mutex // guards conns
 	conns   map[*conn]struct{}
 
-	readyMu    sync.Mutex // guards readyCache
-	readyCache struct {
-		at  time.Time
-		err error
-	}
 }
 
 // New validates cfg and builds a Server.
@@ -249,20 +246,10 @@ func (s *Server) Ready(ctx context.Context) error {
 	if s.upstream == nil {
 		return nil
 	}
-	s.readyMu.Lock()
-	defer s.readyMu.Unlock()
-	now := s.clock.Now()
-	if now.Sub(s.readyCache.at) < time.Second && !s.readyCache.at.IsZero() {
-		return s.readyCache.err
+	if err := s.upstream(ctx); err != nil {
+		return fmt.Errorf("firestore unreachable: %w", err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	err := s.upstream(cctx)
-	if err != nil {
-		err = fmt.Errorf("firestore unreachable: %w", err)
-	}
-	s.readyCache.at, s.readyCache.err = now, err
-	return err
+	return nil
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package subscriptions
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -62,12 +64,27 @@ type FirestoreConfig struct {
 	// resumes by itself after an outage may otherwise keep documents that
 	// vanished meanwhile (seen with the emulator after a restart). Costs one
 	// read per interval, and one full read per Feed per outage.
-	// 0 → DefaultHealthInterval; negative disables the check.
+	// 0 → DefaultHealthInterval; negative disables the check (Health then
+	// always reports healthy).
 	HealthInterval time.Duration
+	// UnhealthyAfter and UnhealthyWindow are Health's hysteresis: it
+	// reports Firestore unreachable only after at least UnhealthyAfter
+	// consecutive failed health checks spanning at least UnhealthyWindow
+	// (from the first failure to the latest), so a short blip does not
+	// make every instance unready at once. One successful check makes it
+	// healthy again. 0 → 3 checks and 10 s.
+	UnhealthyAfter  int
+	UnhealthyWindow time.Duration
 }
 
 // DefaultHealthInterval is FirestoreConfig.HealthInterval's default.
 const DefaultHealthInterval = 2 * time.Second
+
+// Defaults of FirestoreConfig.UnhealthyAfter and UnhealthyWindow.
+const (
+	DefaultUnhealthyAfter  = 3
+	DefaultUnhealthyWindow = 10 * time.Second
+)
 
 // FirestoreSource implements Source with the cloud.google.com/go/firestore
 // client's Query.Snapshots: one Listen gRPC stream per listener.
@@ -94,6 +111,8 @@ type FirestoreSource struct {
 	listeners map[uint64]context.CancelCauseFunc // running listeners; guarded by mu
 	nextID    uint64                             // guarded by mu
 
+	health    healthState   // the health monitor's verdict, with hysteresis
+	pings     atomic.Uint64 // Ping calls (each one billed read)
 	stop      chan struct{} // closed by Close: stops the health monitor
 	monitorWG sync.WaitGroup
 	closeOnce sync.Once
@@ -143,6 +162,12 @@ func NewFirestoreSource(ctx context.Context, cfg FirestoreConfig) (*FirestoreSou
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = DefaultHealthInterval
 	}
+	if cfg.UnhealthyAfter < 0 || cfg.UnhealthyWindow < 0 {
+		_ = s.Close()
+		return nil, errors.New("failed to create the firestore source: negative UnhealthyAfter or UnhealthyWindow")
+	}
+	s.health.after = cmp.Or(cfg.UnhealthyAfter, DefaultUnhealthyAfter)
+	s.health.window = cmp.Or(cfg.UnhealthyWindow, DefaultUnhealthyWindow)
 	if cfg.HealthInterval > 0 {
 		s.monitorWG.Add(1)
 		go s.monitor(cfg.HealthInterval)
@@ -167,6 +192,7 @@ func (s *FirestoreSource) monitor(interval time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), max(interval, time.Second))
 		err := s.Ping(ctx)
 		cancel()
+		s.health.observe(err, time.Now())
 		switch {
 		case err != nil && !down:
 			down = true
@@ -220,9 +246,61 @@ func (s *FirestoreSource) Close() error {
 	return s.closeErr
 }
 
-// Ping is a cheap readiness probe: it reads one document that need not
-// exist (one billed read). Without a deadline on ctx it gives up after 5 s.
+// Health reports the health monitor's verdict on the Firestore connection
+// the listeners use, without any Firestore call (readiness probes may call
+// it as often as they like): nil, or an error once the last
+// UnhealthyAfter or more health checks failed over at least
+// UnhealthyWindow. Always nil when the monitor is disabled.
+func (s *FirestoreSource) Health() error { return s.health.verdict() }
+
+// Pings is how many Ping calls (one billed read each) the source made.
+func (s *FirestoreSource) Pings() uint64 { return s.pings.Load() }
+
+// healthState is the health monitor's record: consecutive failures and
+// when the first of them happened. Safe for concurrent use: mu guards the
+// mutable fields; after and window are set before the monitor starts.
+type healthState struct {
+	after  int
+	window time.Duration
+
+	mu      sync.Mutex
+	fails   int
+	first   time.Time // the first of the current run of failures
+	last    time.Time // the latest failure
+	lastErr error
+}
+
+// observe records one health check's result at now.
+func (h *healthState) observe(err error, now time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		h.fails, h.lastErr = 0, nil
+		return
+	}
+	if h.fails == 0 {
+		h.first = now
+	}
+	h.fails++
+	h.last, h.lastErr = now, err
+}
+
+// verdict is nil unless at least after consecutive checks failed over at
+// least window.
+func (h *healthState) verdict() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fails == 0 || h.fails < h.after || h.last.Sub(h.first) < h.window {
+		return nil
+	}
+	return fmt.Errorf("%d consecutive health checks failed over %s: %w", h.fails, h.last.Sub(h.first).Round(time.Millisecond), h.lastErr)
+}
+
+// Ping is a cheap probe: it reads one document that need not exist (one
+// billed read). Without a deadline on ctx it gives up after 5 s. The
+// health monitor calls it every HealthInterval; readiness uses Health.
 func (s *FirestoreSource) Ping(ctx context.Context) error {
+	s.pings.Add(1)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, pingTimeout)

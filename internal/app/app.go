@@ -172,7 +172,7 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	p.srv, err = gateway.New(gcfg, gateway.Deps{
 		Verifier: p.verifier, Policy: pol, Hub: p.hub, Metrics: p.m, Gatherer: p.reg, Logger: log,
-		Upstream: p.source.Ping, Extra: mux, Revocations: p.revs, Publisher: p.sync, Writer: wr,
+		Upstream: func(context.Context) error { return p.source.Health() }, Extra: mux, Revocations: p.revs, Publisher: p.sync, Writer: wr,
 	})
 	if err != nil {
 		p.close()
