@@ -152,7 +152,7 @@ func checkRole(role string) error {
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == ':') {
-			return fmt.Errorf("role %q: only letters, digits, _ - : after org:", role)
+			return fmt.Errorf("role %q: after org: only letters, digits, _, - and : are allowed", role)
 		}
 	}
 	return nil

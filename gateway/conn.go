@@ -54,7 +54,6 @@ type conn struct {
 	msgLimiter *rate.Limiter
 	limitedRun int
 	authTimer  Timer
-	wbuf       []byte
 	// writeLimiter is the per-connection write rate (write.go), made on
 	// the first write; read-loop only.
 	writeLimiter *rate.Limiter

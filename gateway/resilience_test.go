@@ -767,7 +767,7 @@ func buildFiregate(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is needed to build firegate: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "firegate")
 	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/firegate/firegate/cmd/firegate")

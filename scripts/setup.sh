@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Checks (and where possible installs) what the tests need: Go, Java and
+# Checks (and where possible installs) what the tests need: Go, Java,
 # Google's Firestore emulator (package google-cloud-cli-firestore-emulator,
-# preinstalled on the project's machines). Go modules come from go.mod.
+# preinstalled on the project's machines) and staticcheck (pinned below,
+# built from the Go module proxy into .tools/bin). Go modules come from
+# go.mod.
 set -euo pipefail
 need_apt=()
 command -v go >/dev/null || { echo "setup: Go is required (https://go.dev/dl)"; exit 1; }
@@ -24,4 +26,11 @@ MSG
   exit 1
 fi
 go mod download
+# staticcheck: the release that supports this Go version, pinned.
+staticcheck_version=v0.8.2 # staticcheck 2026.2.2
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.tools/bin/staticcheck" -version 2>/dev/null | grep -q "(${staticcheck_version#v})"; then
+  echo "setup: installing staticcheck $staticcheck_version into .tools/bin"
+  GOBIN="$root/.tools/bin" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+fi
 echo "setup: ok (Go $(go env GOVERSION), emulator under $found)"

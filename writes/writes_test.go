@@ -101,7 +101,6 @@ func uniq(prefix string) string {
 var (
 	alice = &authz.Principal{UserID: "user_alice", OrgID: "org_a", OrgRole: "org:member", OrgPermissions: []string{"org:invoices:write"}}
 	admin = &authz.Principal{UserID: "user_admin", OrgID: "org_a", OrgRole: "org:admin"}
-	bob   = &authz.Principal{UserID: "user_bob", OrgID: "org_b", OrgRole: "org:admin"}
 )
 
 // write decodes src (a write body) and applies it as pr.
