@@ -150,7 +150,8 @@ func TestUserScope(t *testing.T) {
 }
 
 func TestTokenTransports(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gatewayCfgShortAuth()})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gatewayCfgShortAuth()})
 	org := uniq("org")
 	tok := e.token(authz.MintOptions{UserID: uniq("user"), OrgID: org})
 	cases := []struct {
@@ -206,7 +207,8 @@ func TestTokenTransports(t *testing.T) {
 }
 
 func TestBadOriginRefused(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{})
 	tok := e.token(authz.MintOptions{UserID: uniq("user")})
 	_, resp, err := e.dial(dialOpts{header: http.Header{"Origin": {"https://evil.example"}, "Authorization": {"Bearer " + tok}}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
@@ -225,7 +227,8 @@ func TestBadOriginRefused(t *testing.T) {
 }
 
 func TestBadTokensClosed4001(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{})
 	other, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +284,8 @@ func TestRefreshKeepsConnectionAndExpiryCloses(t *testing.T) {
 	// The eager clock fires a warning due at once inside AfterFunc: the
 	// welcome must still come first.
 	clock := newEagerClock()
-	e := newEnv(t, envOpts{leeway: 200 * time.Millisecond, clock: clock})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{leeway: 200 * time.Millisecond, clock: clock})
 	user, org := uniq("user"), uniq("org")
 
 	// Without refresh: closed 4001 after expiry (plus leeway).
@@ -387,7 +391,8 @@ func TestSharedListenerLingersThenCloses(t *testing.T) {
 }
 
 func TestMalformedFramesAndOversize(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gatewayCfgMaxBytes(1024)})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gatewayCfgMaxBytes(1024)})
 	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: uniq("org")}))
 	for _, raw := range []string{
 		`not json`,

@@ -107,10 +107,22 @@ func newEnv(t *testing.T, o envOpts) *env {
 	return buildEnv(t, sharedSource(t), o)
 }
 
-// buildEnv builds a gateway with its own Hub on src.
-func buildEnv(t *testing.T, src *subscriptions.FirestoreSource, o envOpts) *env {
+// upstream is what buildEnv needs of a source: the Hub's listeners and the
+// gateway's readiness probe. *subscriptions.FirestoreSource (the
+// emulator) and *fakeUpstream (a fake Source the test drives) are ones.
+type upstream interface {
+	subscriptions.Source
+	Ping(context.Context) error
+}
+
+// buildEnv builds a gateway with its own Hub on src. e.fs is the emulator's
+// client when src is a FirestoreSource, nil otherwise.
+func buildEnv(t *testing.T, src upstream, o envOpts) *env {
 	t.Helper()
-	e := &env{t: t, fs: src.Client()}
+	e := &env{t: t}
+	if fsrc, ok := src.(*subscriptions.FirestoreSource); ok {
+		e.fs = fsrc.Client()
+	}
 	var err error
 	e.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.issuer.JWKSHandler().ServeHTTP(w, r) }))
 	t.Cleanup(e.jwks.Close)
@@ -395,6 +407,7 @@ func docIDs(docs []wire.Doc) map[string]bool {
 
 func (e *env) put(path string, data map[string]any) {
 	e.t.Helper()
+	e.needFirestore()
 	if _, err := e.fs.Doc(path).Set(context.Background(), data); err != nil {
 		e.t.Fatalf("set %s: %v", path, err)
 	}
@@ -402,6 +415,7 @@ func (e *env) put(path string, data map[string]any) {
 
 func (e *env) del(path string) {
 	e.t.Helper()
+	e.needFirestore()
 	if _, err := e.fs.Doc(path).Delete(context.Background()); err != nil {
 		e.t.Fatalf("delete %s: %v", path, err)
 	}

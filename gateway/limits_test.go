@@ -21,7 +21,8 @@ import (
 )
 
 func TestHandshakeLimitPerIP(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{HandshakesPerIP: 0.001, HandshakeBurst: 3}}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{HandshakesPerIP: 0.001, HandshakeBurst: 3}}})
 	tok := e.token(authz.MintOptions{UserID: uniq("u")})
 	for i := 0; i < 3; i++ { // at the edge: the burst is allowed
 		if _, _, err := e.dial(dialOpts{header: http.Header{"Authorization": {"Bearer " + tok}}}); err != nil {
@@ -41,7 +42,8 @@ func TestHandshakeLimitPerIP(t *testing.T) {
 }
 
 func TestTrustedProxyForwardedFor(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{
 		TrustedProxies: mustPrefixes("127.0.0.0/8"),
 		Limits:         gateway.Limits{HandshakesPerIP: 0.001, HandshakeBurst: 1},
 	}})
@@ -66,7 +68,8 @@ func TestTrustedProxyForwardedFor(t *testing.T) {
 }
 
 func TestAuthFailuresPerIP(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{AuthFailuresPerIP: 0.001, AuthFailureBurst: 2}}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{AuthFailuresPerIP: 0.001, AuthFailureBurst: 2}}})
 	for i := 0; i < 2; i++ {
 		cl, _, err := e.dial(dialOpts{header: http.Header{"Authorization": {"Bearer garbage"}}})
 		if err != nil {
@@ -89,7 +92,8 @@ func TestAuthFailuresPerIP(t *testing.T) {
 }
 
 func TestConnectionsPerUser(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{ConnectionsPerUser: 2}}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{ConnectionsPerUser: 2}}})
 	user := uniq("u")
 	a := e.connect(e.token(authz.MintOptions{UserID: user}))
 	e.connect(e.token(authz.MintOptions{UserID: user}))
@@ -119,7 +123,8 @@ func TestConnectionsPerUser(t *testing.T) {
 }
 
 func TestMessagesPerConnectionAndAbuse(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{MessagesPerConn: 0.001, MessageBurst: 5, AbuseThreshold: 4}}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{MessagesPerConn: 0.001, MessageBurst: 5, AbuseThreshold: 4}}})
 	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u")}))
 	for i := 0; i < 5; i++ {
 		cl.send(map[string]any{"type": "ping", "id": fmt.Sprint(i)})
@@ -139,7 +144,8 @@ func TestMessagesPerConnectionAndAbuse(t *testing.T) {
 }
 
 func TestSubscriptionsPerConnection(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{SubscriptionsPerConn: 2}}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{Limits: gateway.Limits{SubscriptionsPerConn: 2}}})
 	user := uniq("u")
 	cl := e.connect(e.token(authz.MintOptions{UserID: user}))
 	cl.subscribe(map[string]any{"id": "a", "collection": "notes"})
@@ -154,7 +160,8 @@ func TestSubscriptionsPerConnection(t *testing.T) {
 }
 
 func TestFeedsPerOrgAndOverall(t *testing.T) {
-	e := newEnv(t, envOpts{hub: subscriptions.HubConfig{MaxFeeds: 3, MaxFeedsPerTenant: 2, Linger: -1}})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{hub: subscriptions.HubConfig{MaxFeeds: 3, MaxFeedsPerTenant: 2, Linger: -1}})
 	org := uniq("org")
 	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
 	cl.subscribe(map[string]any{"id": "a", "collection": "tasks", "limit": 1})
@@ -179,9 +186,17 @@ func TestFeedsPerOrgAndOverall(t *testing.T) {
 	}
 }
 
+// TestDrainSpreadsClosesAndFailsReadiness: Drain fails readiness at once,
+// refuses new sockets and closes the connections 1012 one step of
+// DrainTimeout/n apart on the server's clock: with the injected clock
+// held, exactly one more connection closes per step.
 func TestDrainSpreadsClosesAndFailsReadiness(t *testing.T) {
-	e := newEnv(t, envOpts{cfg: gateway.Config{DrainTimeout: 900 * time.Millisecond}})
+	t.Parallel()
+	clock := newFakeClock()
 	const n = 4
+	const window = 900 * time.Millisecond
+	e, _ := newFakeEnv(t, envOpts{cfg: gateway.Config{DrainTimeout: window}, clock: clock})
+	clock.CatchUp()
 	var clients []*client
 	for i := 0; i < n; i++ {
 		clients = append(clients, e.connect(e.token(authz.MintOptions{UserID: uniq("u")})))
@@ -190,7 +205,7 @@ func TestDrainSpreadsClosesAndFailsReadiness(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("ready before drain: %v %v", err, resp.Status)
 	}
-	start := time.Now()
+	resp.Body.Close()
 	done := make(chan struct{})
 	go func() { e.srv.Drain(context.Background()); close(done) }()
 	testkit.CheckFor(t, waitFor, pollEvery, func() error {
@@ -204,33 +219,36 @@ func TestDrainSpreadsClosesAndFailsReadiness(t *testing.T) {
 		}
 		return nil
 	})
-	var mu sync.Mutex
-	var closedAt []time.Duration
-	var wg sync.WaitGroup
-	for _, cl := range clients {
-		wg.Add(1)
-		go func(cl *client) {
-			defer wg.Done()
-			code, _ := cl.closed()
-			if code != wire.CloseServiceRestart {
-				t.Errorf("close code %d, want 1012", code)
+	closed := func() int {
+		k := 0
+		for _, cl := range clients {
+			select {
+			case <-cl.done:
+				k++
+			default:
 			}
-			mu.Lock()
-			closedAt = append(closedAt, time.Since(start))
-			mu.Unlock()
-		}(cl)
+		}
+		return k
 	}
-	wg.Wait()
+	for step := 1; step <= n; step++ {
+		testkit.CheckFor(t, waitFor, pollEvery, func() error {
+			if k := closed(); k < step {
+				return fmt.Errorf("%d of %d connections closed after %d steps of the drain, want %d", k, n, step-1, step)
+			}
+			return nil
+		})
+		// The clock has not moved past this step: no further close yet.
+		if k := closed(); k != step {
+			t.Fatalf("%d connections closed within %d steps of the drain, want %d: closes not spread", k, step-1, step)
+		}
+		clock.Advance(window / n)
+	}
+	for i, cl := range clients {
+		if code, _ := cl.closed(); code != wire.CloseServiceRestart {
+			t.Errorf("client %d: close code %d, want 1012", i, code)
+		}
+	}
 	<-done
-	// Spread: the closes are not one wave — the last comes at least half
-	// the window after the first (the schedule puts them a quarter apart).
-	var first, last time.Duration = time.Hour, 0
-	for _, d := range closedAt {
-		first, last = min(first, d), max(last, d)
-	}
-	if last-first < 400*time.Millisecond {
-		t.Fatalf("closes not spread over the window: first %v last %v", first, last)
-	}
 	// New sockets are refused while draining.
 	if _, resp, err := e.dial(dialOpts{}); err == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("dial during drain: %v", err)

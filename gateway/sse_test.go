@@ -136,7 +136,8 @@ func TestSSEStreamAndResume(t *testing.T) {
 }
 
 func TestSSERefusals(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{})
 	tok := e.token(authz.MintOptions{UserID: uniq("u"), OrgID: uniq("org")})
 	for name, tc := range map[string]struct {
 		tok, query, lastID string
@@ -177,7 +178,8 @@ func TestSSERefusals(t *testing.T) {
 // order a busy machine can produce with real timers.
 func TestSSEExpiryEndsStream(t *testing.T) {
 	clock := newEagerClock()
-	e := newEnv(t, envOpts{leeway: 100 * time.Millisecond, clock: clock})
+	t.Parallel()
+	e, _ := newFakeEnv(t, envOpts{leeway: 100 * time.Millisecond, clock: clock})
 	clock.CatchUp()
 	// (exp has whole-second precision: the TTL leaves a second of margin.)
 	tok := e.token(authz.MintOptions{UserID: uniq("u"), TTL: 3 * time.Second})
