@@ -244,7 +244,6 @@ func TestStartFailures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			start := time.Now()
 			e, err := Start(context.Background(), tc.o)
 			if err == nil {
 				_ = e.Stop()
@@ -254,9 +253,6 @@ func TestStartFailures(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
-			}
-			if d := time.Since(start); d > 30*time.Second {
-				t.Errorf("Start took %v to fail", d)
 			}
 		})
 	}
