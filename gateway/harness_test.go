@@ -167,9 +167,11 @@ func buildEnv(t *testing.T, src upstream, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wr, err := writes.New(writes.Config{Client: src.Client()})
-	if err != nil {
-		t.Fatal(err)
+	var wr *writes.Writer // nil on a fake Source: writes are refused
+	if e.fs != nil {
+		if wr, err = writes.New(writes.Config{Client: e.fs}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: func(context.Context) error { return src.Health() }, Clock: o.clock,
 		Revocations: o.revocations, Publisher: o.publisher, Writer: wr})
