@@ -11,7 +11,7 @@ import (
 // fakeUpstream is subscriptionstest's fake Source for a gateway under
 // test: every listener first delivers an empty result (as Firestore does
 // for a query matching nothing), then whatever the test emits through
-// Listener(t, i). Ping always answers.
+// Listener(t, i). It is always healthy.
 type fakeUpstream struct {
 	subscriptionstest.Source[subscriptions.Query, *subscriptions.Snapshot]
 }
@@ -21,7 +21,7 @@ func (f *fakeUpstream) Listen(ctx context.Context, q subscriptions.Query, emit f
 	return f.Source.Listen(ctx, q, emit)
 }
 
-func (*fakeUpstream) Ping(context.Context) error { return nil }
+func (*fakeUpstream) Health() error { return nil }
 
 // newFakeEnv builds a gateway whose Hub listens to a fakeUpstream instead
 // of Firestore's emulator: for protocol-level tests (handshake, auth,

@@ -112,7 +112,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 // emulator) and *fakeUpstream (a fake Source the test drives) are ones.
 type upstream interface {
 	subscriptions.Source
-	Ping(context.Context) error
+	Health() error
 }
 
 // buildEnv builds a gateway with its own Hub on src. e.fs is the emulator's
