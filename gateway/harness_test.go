@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -100,6 +101,7 @@ type envOpts struct {
 	// gateway's own instance-local Store).
 	revocations *revocation.Store
 	publisher   gateway.Publisher
+	logger      *slog.Logger // nil: discard
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -174,7 +176,7 @@ func buildEnv(t *testing.T, src upstream, o envOpts) *env {
 		}
 	}
 	e.srv, err = gateway.New(o.cfg, gateway.Deps{Verifier: e.verifier, Policy: pol, Hub: e.hub, Metrics: e.m, Gatherer: e.reg, Upstream: func(context.Context) error { return src.Health() }, Clock: o.clock,
-		Revocations: o.revocations, Publisher: o.publisher, Writer: wr})
+		Revocations: o.revocations, Publisher: o.publisher, Writer: wr, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -293,6 +293,14 @@ func (s *Server) handleWrite(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, wire.CodeUnauthorized, -1, closeReasonFor(reason), 0)
 		return
 	}
+	// Webhook revocations apply as on the socket: a revoked session or
+	// user is refused, a revoked membership or org writes without its org.
+	p, ok := s.checkRevoked(p)
+	if !ok {
+		s.m.AuthFailures[metrics.AuthRevoked].Inc()
+		writeHTTPError(w, wire.CodeUnauthorized, -1, "token revoked", 0)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWriteBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError

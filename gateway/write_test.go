@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/devmode"
 	"github.com/firegate/firegate/gateway"
+	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/wire"
 )
 
@@ -511,5 +513,102 @@ func TestWriteDevPolicy(t *testing.T) {
 	}
 	if got := e.stored(note); got["owner_id"] != "user_bob" {
 		t.Fatalf("notes: %v", got)
+	}
+}
+
+// POST /v1/write honours webhook revocations as the socket does.
+func TestWriteHTTPRevoked(t *testing.T) {
+	e := newEnv(t, envOpts{policy: writePolicy})
+	user, org := uniq("u"), uniq("org")
+	issued := time.Now().Add(-time.Second)
+	tok := e.token(authz.MintOptions{UserID: user, SessionID: "sess_" + user, OrgID: org, IssuedAt: issued, TTL: time.Hour})
+	col := uniq("rev")
+	if st, _, body := e.httpWrite(tok, "", `{"ops":[{"op":"create","path":"`+col+`/a","data":{}}]}`); st != http.StatusOK {
+		t.Fatalf("before: %d %v", st, body)
+	}
+	if err := e.srv.Revoke(context.Background(), revocation.Revocation{Kind: revocation.KindMembership, ID: user, OrgID: org, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	st, _, body := e.httpWrite(tok, "", `{"ops":[{"op":"create","path":"`+col+`/b","data":{}}]}`)
+	if st != http.StatusForbidden {
+		t.Fatalf("revoked membership: %d %v", st, body)
+	}
+	if err := e.srv.Revoke(context.Background(), revocation.Revocation{Kind: revocation.KindSession, ID: "sess_" + user, At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	st, _, body = e.httpWrite(tok, "", `{"ops":[{"op":"create","path":"`+col+`/c","data":{}}]}`)
+	if st != http.StatusUnauthorized {
+		t.Fatalf("revoked session: %d %v", st, body)
+	}
+	httpErr(t, body, wire.CodeUnauthorized, -1)
+	if e.stored(col+"/b") != nil || e.stored(col+"/c") != nil {
+		t.Fatal("a revoked token wrote")
+	}
+}
+
+// syncBuffer is a log sink safe for the gateway's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) lines() []map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(w.b.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// One audit line per operation: who, where, what, the result; never the
+// document's data.
+func TestWriteAuditLog(t *testing.T) {
+	var logs syncBuffer
+	e := newEnv(t, envOpts{policy: writePolicy, logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	col := uniq("audit")
+	cl := e.connect(e.token(authz.MintOptions{UserID: "user_audit", SessionID: "sess_audit", OrgID: "org_a"}))
+	m := cl.writeMsg("w1", `{"ops":[{"op":"create","path":"`+col+`/a","data":{"secret":"s3cr3t-value"}},{"op":"delete","path":"`+col+`/missing"}]}`)
+	wantWriteError(t, m, wire.CodeForbidden, 1)
+	m = cl.writeMsg("w2", `{"ops":[{"op":"create","path":"`+col+`/a","data":{"secret":"s3cr3t-value"}}]}`)
+	if m.Type != wire.TypeWritten {
+		t.Fatalf("%+v", m)
+	}
+	var audit []map[string]any
+	for _, l := range logs.lines() {
+		if l["msg"] == "write" {
+			audit = append(audit, l)
+		}
+	}
+	want := []struct{ id, path, op, result string }{
+		{"w1", col + "/a", "create", "not_applied"},
+		{"w1", col + "/missing", "delete", "forbidden"},
+		{"w2", col + "/a", "create", "ok"},
+	}
+	if len(audit) != len(want) {
+		t.Fatalf("audit lines %v", audit)
+	}
+	for i, w := range want {
+		a := audit[i]
+		if a["user"] != "user_audit" || a["org"] != "org_a" || a["session"] != "sess_audit" || a["write_id"] != w.id ||
+			a["path"] != w.path || a["op"] != w.op || a["result"] != w.result {
+			t.Errorf("audit line %d = %v, want %+v", i, a, w)
+		}
+	}
+	logs.mu.Lock()
+	leaked := bytes.Contains(logs.b.Bytes(), []byte("s3cr3t-value"))
+	logs.mu.Unlock()
+	if leaked {
+		t.Fatal("document data in the logs")
 	}
 }
