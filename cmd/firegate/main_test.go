@@ -188,6 +188,52 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	}
 
+	// A write through the gateway under the dev policy: org_id is stamped,
+	// the answer's update_time is the one the subscriber sees.
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"write","id":"w","ops":[{"op":"create","path":"tasks","data":{"title":"written","visibility":"public"}}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	var written wire.ServerMessage
+	var seen *wire.Change
+	for written.Type == "" || seen == nil {
+		m := read()
+		switch {
+		case m.Type == wire.TypeWritten || m.Type == wire.TypeError:
+			if m.Type != wire.TypeWritten || len(m.Results) != 1 {
+				t.Fatalf("write answered %+v", m)
+			}
+			written = m
+		case m.Type == "changes":
+			for i := range m.Changes {
+				if c := m.Changes[i]; c.Kind == "added" && strings.Contains(string(c.Data), `"written"`) {
+					if !strings.Contains(string(c.Data), `"org_id":"org_acme"`) {
+						t.Fatalf("not stamped: %s", c.Data)
+					}
+					seen = &c
+				}
+			}
+		}
+	}
+	if seen.Path != written.Results[0].Path || seen.UpdateTime != written.Results[0].UpdateTime {
+		t.Fatalf("change %+v, written %+v", seen, written.Results[0])
+	}
+	// POST /v1/write: a member may not delete (only org:admin deletes tasks).
+	code, body = get(base + "/dev/token?user=user_bob&org=org_acme")
+	var bob struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &bob); code != 200 || err != nil {
+		t.Fatalf("/dev/token = %d %s", code, body)
+	}
+	wreq, _ := http.NewRequest("POST", base+"/v1/write", strings.NewReader(`{"ops":[{"op":"delete","path":"`+written.Results[0].Path+`"}]}`))
+	wreq.Header.Set("Authorization", "Bearer "+bob.Token)
+	wresp, err := http.DefaultClient.Do(wreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wresp.Body.Close()
+	if wresp.StatusCode != http.StatusForbidden {
+		t.Fatalf("member delete = %d, want 403", wresp.StatusCode)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -362,7 +362,7 @@ func Dev(ctx context.Context, s *Settings, log *slog.Logger, out io.Writer, read
 #  in Google's Firestore emulator (%s)
 ################################################################
   demo page:  %s/
-  stream:     ws://127.0.0.1:%d/v1/stream
+  stream:     ws://127.0.0.1:%d/v1/stream (writes: the write message, or POST /v1/write)
   token:      firegate token --user user_alice --org org_acme
   admin:      %s/metrics  /readyz
 `, s.EmulatorHost, base, port, admin)
