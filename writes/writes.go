@@ -315,7 +315,7 @@ func (w *Writer) stage(tx *firestore.Transaction, i int, p *plannedOp, snap *fir
 			in.Fields = make([]string, len(merge))
 			for j, m := range merge {
 				v, _ := lookup(p.data, m)
-				setPath(in.New, m, resolveValue(mustLookupOld(stored, m), v, now))
+				setPath(in.New, m, resolveValue(valueAt(stored, m), v, now))
 				in.Fields[j] = wire.JoinFieldPath(m)
 			}
 			sort.Strings(in.Fields)
@@ -328,7 +328,7 @@ func (w *Writer) stage(tx *firestore.Transaction, i int, p *plannedOp, snap *fir
 		}
 		in.Fields = make([]string, len(op.Updates))
 		for j, u := range op.Updates {
-			setPath(in.New, u.Path, resolveValue(mustLookupOld(stored, u.Path), u.Value, now))
+			setPath(in.New, u.Path, resolveValue(valueAt(stored, u.Path), u.Value, now))
 			in.Fields[j] = wire.JoinFieldPath(u.Path)
 		}
 	case wire.OpDelete:
@@ -629,7 +629,8 @@ func lookup(m map[string]any, segs []string) (any, bool) {
 	return cur, true
 }
 
-func mustLookupOld(m map[string]any, segs []string) any {
+// valueAt is the value at segs in m, or nil when there is none.
+func valueAt(m map[string]any, segs []string) any {
 	v, _ := lookup(m, segs)
 	return v
 }

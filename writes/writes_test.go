@@ -596,3 +596,24 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+
+// DocumentSize follows Firestore's storage size rules.
+func TestDocumentSize(t *testing.T) {
+	// name: "tasks"+1 + "t1"+1 + 16 = 25; fixed 32.
+	base := 25 + 32
+	tests := []struct {
+		data map[string]any
+		want int
+	}{
+		{map[string]any{}, base},
+		{map[string]any{"a": "xyz"}, base + 2 + 4},
+		{map[string]any{"a": int64(1), "b": 2.5, "c": true, "d": nil}, base + 4*2 + 8 + 8 + 1 + 1},
+		{map[string]any{"m": map[string]any{"k": "v"}}, base + 2 + (2 + 2)},
+		{map[string]any{"l": []any{"ab", int64(1)}}, base + 2 + 3 + 8},
+	}
+	for _, tt := range tests {
+		if got := DocumentSize("tasks/t1", tt.data); got != tt.want {
+			t.Errorf("%v: %d, want %d", tt.data, got, tt.want)
+		}
+	}
+}
