@@ -24,7 +24,7 @@ step() { # name, command...: a non-test step; a failure counts as one failed tes
 
 suite() { # name, test dir: node's test runner, counted per test
   local name="$1" dir="$2"
-  (cd "$js" && node --test --test-concurrency=1 --test-reporter=tap "$dir") >"$log/$name.tap" 2>&1
+  (cd "$js" && node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=tap "$dir") >"$log/$name.tap" 2>&1
   local rc=$? p f
   p=$(grep -E '^# pass [0-9]+' "$log/$name.tap" | tail -1 | awk '{print $3}')
   f=$(grep -E '^# fail [0-9]+' "$log/$name.tap" | tail -1 | awk '{print $3}')
@@ -43,6 +43,11 @@ step build bash -c "cd '$js' && node scripts/build.mjs"
 step typecheck-example bash -c "cd '$root/examples/react-clerk' && npx tsc -p ."
 step web-bundle-fresh bash -c "cd '$js' && node scripts/build.mjs --check"
 suite unit test/unit/
+# The integration and browser tests start `firegate dev`: build it once.
+bindir="$(mktemp -d)"
+trap 'rm -rf "$bindir"' EXIT
+step build-firegate bash -c "cd '$root' && go build -o '$bindir/firegate' ./cmd/firegate"
+export FIREGATE_BIN="$bindir/firegate"
 if [ -d "$js/test/integration" ]; then suite integration test/integration/; fi
 if [ -d "$js/test/browser" ]; then suite browser test/browser/; fi
 echo "js: $passed passed, $failed failed"

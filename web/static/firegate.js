@@ -1431,10 +1431,18 @@ var Client = class {
     set.add(f);
     return () => set.delete(f);
   }
-  /** Opens the connection (it stays open, reconnecting, until close()). */
+  /**
+   * Opens the connection (it stays open, reconnecting, until close()). With
+   * persistence, after the persisted cache has been loaded and rendered.
+   */
   connect() {
     __privateSet(this, _closed, false);
-    __privateGet(this, _link).start();
+    if (__privateGet(this, _loadPending) === 0) __privateGet(this, _link).start();
+    else {
+      void __privateGet(this, _loading).then(() => {
+        if (!__privateGet(this, _closed)) __privateGet(this, _link).start();
+      });
+    }
   }
   /** Closes the connection; subscriptions stay registered for a later connect(). */
   close() {

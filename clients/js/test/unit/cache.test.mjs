@@ -11,8 +11,7 @@ async function connected(extra = {}) {
   FakeWS.reset();
   const clock = new Clock();
   const client = createClient({ url: 'ws://gw.test/v1/stream', WebSocket: FakeWS, timers: clock, getToken: () => 'tok', ...extra });
-  await flush();
-  const ws = FakeWS.instances.at(-1);
+  const ws = await until(() => FakeWS.instances.at(-1), 'a socket');
   ws.open();
   ws.welcome('user_a', 'org_a');
   await flush();
@@ -245,12 +244,12 @@ test('persisted cache: a new client renders the last state at once, then resumes
   const clock = new Clock();
   const c2 = createClient({ url: 'ws://gw.test/v1/stream', WebSocket: FakeWS, timers: clock, getToken: () => 'tok', ...opts });
   const snaps = [];
-  c2.onSnapshot(collection('tasks'), (s) => snaps.push(s));
+  c2.onSnapshot(collection('tasks'), (s) => snaps.push({ ...s, sockets: FakeWS.instances.length }));
   await until(() => snaps.at(-1)?.docs.length === 2, 'cached documents rendered');
   assert.equal(snaps.at(-1).fromCache, true);
   assert.deepEqual(snaps.at(-1).docs.map((d) => [d.id, d.pending]), [['t1', false], ['t2', true]]);
-  const ws2 = FakeWS.instances.at(-1);
-  assert.equal(ws2.readyState, 0, 'rendered before the socket is up');
+  assert.equal(snaps.at(-1).sockets, 0, 'rendered before the socket is made');
+  const ws2 = await until(() => FakeWS.instances.at(-1), 'a socket');
   ws2.open();
   ws2.welcome('user_a', 'org_a');
   await until(() => ws2.sentOf('subscribe').length === 1, 'resubscribe');
@@ -283,8 +282,7 @@ test('persisted cache is wiped on sign-out and never shown to another user', asy
   const tok = { v: 'tok' };
   const c3 = createClient({ url: 'ws://gw.test/v1/stream', WebSocket: FakeWS, timers: new Clock(), getToken: () => tok.v, persistence: { indexedDB }, userId: 'user_c', orgId: 'org_a' });
   c3.onSnapshot(collection('tasks'), () => {});
-  await flush();
-  const ws3 = FakeWS.instances.at(-1);
+  const ws3 = await until(() => FakeWS.instances.at(-1), 'a socket');
   ws3.open();
   ws3.welcome('user_c', 'org_a');
   await until(() => ws3.sentOf('subscribe').length === 1, 'subscribe');

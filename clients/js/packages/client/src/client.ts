@@ -313,10 +313,19 @@ export class Client {
     }
   }
 
-  /** Opens the connection (it stays open, reconnecting, until close()). */
+  /**
+   * Opens the connection (it stays open, reconnecting, until close()). With
+   * persistence, after the persisted cache has been loaded and rendered.
+   */
   connect(): void {
     this.#closed = false;
-    this.#link.start();
+    // The persisted cache renders first: the socket opens once it is loaded.
+    if (this.#loadPending === 0) this.#link.start();
+    else {
+      void this.#loading.then(() => {
+        if (!this.#closed) this.#link.start();
+      });
+    }
   }
 
   /** Closes the connection; subscriptions stay registered for a later connect(). */
