@@ -27,9 +27,21 @@ import (
 // for the user, metrics, expiry timers and the welcome. It reports whether
 // the connection stays open.
 func (c *conn) acceptFirst(p *authz.Principal) bool {
-	s := c.s
 	c.opMu.Lock()
-	defer c.opMu.Unlock()
+	ok := c.acceptFirstLocked(p)
+	c.opMu.Unlock()
+	if ok {
+		// A revocation recorded after the check above but before the
+		// install may have skipped this connection (it had no principal
+		// yet): look again now that the principal is in force.
+		c.enforceRevocations()
+	}
+	return ok
+}
+
+// acceptFirstLocked is acceptFirst under opMu.
+func (c *conn) acceptFirstLocked(p *authz.Principal) bool {
+	s := c.s
 	p, ok := s.checkRevoked(p)
 	if !ok {
 		s.m.AuthFailures[metrics.AuthRevoked].Inc()
@@ -109,6 +121,10 @@ func (c *conn) authenticate(id, token string, first bool) bool {
 	c.recheck(old, p)
 	c.sendWelcome(p)
 	c.armExpiry(p) // after welcome: auth_expiring never precedes it
+	// A revocation recorded after the check above but before the install
+	// may have skipped this connection (it matched the old principal's
+	// session or org, not the new one's): look again.
+	c.enforceRevocations()
 	return true
 }
 

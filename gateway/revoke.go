@@ -17,11 +17,14 @@ import (
 // through the Store (revocation.Sync adds them).
 //
 // Contract: a revocation is recorded in the Store first, then every
-// connection it may concern is re-checked under its opMu (Store watcher
-// applyRevocation). Authentication checks the Store after verifying and
-// installs the principal under the same opMu (auth.go). So a token is
-// either refused when it arrives, or installed before the re-check, which
-// then finds it: a revocation racing a refresh is never lost.
+// connection whose principal it names is re-checked under its opMu (Store
+// watcher applyRevocation). Authentication checks the Store after verifying,
+// installs the principal under the same opMu (auth.go), and checks the
+// Store once more after the install. So a token is either refused when it
+// arrives, or installed before the watcher looks (which then finds it), or
+// installed after — and then the post-install check, which follows the
+// recording, finds the revocation: a revocation racing a refresh is never
+// lost.
 //
 // What a revocation does to a token issued at or before it:
 //   - session or user: 4001 "session revoked" (handshake, refresh or live);
@@ -64,23 +67,32 @@ func (s *Server) Revocations() *revocation.Store { return s.revocations }
 
 // applyRevocation re-checks every connection r may concern. It is the
 // Store's watcher: it runs after r was recorded, on the goroutine that
-// recorded it (a webhook request or the Sync listener). A connection that
-// is still authenticating is re-checked too (its principal may be
-// installed just before the re-check takes its opMu).
+// recorded it (a webhook request or the Sync listener). It skips, without
+// taking their lock, connections whose principal r does not name; a
+// principal installed after that look is checked by the authentication
+// that installed it (acceptFirst and authenticate re-check the Store once
+// the principal is in force), so no connection escapes r.
 func (s *Server) applyRevocation(r revocation.Revocation) {
 	for _, c := range s.snapshotConns() {
-		if p := c.principal.Load(); p != nil {
-			// The user of a connection never changes (another user's token
-			// closes it), so it is safe to skip on it without the lock.
-			switch r.Kind {
-			case revocation.KindUser, revocation.KindSession, revocation.KindMembership:
-				if r.Kind != revocation.KindSession && p.UserID != r.ID {
-					continue
-				}
-			}
+		if p := c.principal.Load(); p != nil && names(r, p) {
+			c.enforceRevocations()
 		}
-		c.enforceRevocations()
 	}
+}
+
+// names reports whether r concerns p.
+func names(r revocation.Revocation, p *authz.Principal) bool {
+	switch r.Kind {
+	case revocation.KindSession:
+		return p.SessionID == r.ID
+	case revocation.KindUser:
+		return p.UserID == r.ID
+	case revocation.KindMembership:
+		return p.UserID == r.ID && p.OrgID == r.OrgID
+	case revocation.KindOrg:
+		return p.OrgID == r.ID
+	}
+	return false
 }
 
 // enforceRevocations applies the Store to the principal in force.

@@ -100,7 +100,6 @@ type Server struct {
 
 	connsMu sync.Mutex // guards conns
 	conns   map[*conn]struct{}
-
 }
 
 // New validates cfg and builds a Server.
