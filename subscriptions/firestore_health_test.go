@@ -80,7 +80,7 @@ func TestHealthHysteresis(t *testing.T) {
 		{"window reached, count not", []check{{0, fail}, {10 * time.Second, fail}}, false},
 		{"both at their edges", []check{{0, fail}, {time.Second, fail}, {10 * time.Second, fail}}, true},
 		{"past both", []check{{0, fail}, {5 * time.Second, fail}, {10 * time.Second, fail}, {15 * time.Second, fail}}, true},
-		{"a success resets the run", []check{{0, fail}, {5 * time.Second, fail}, {6 * time.Second, nil}, {7 * time.Second, fail}, {17 * time.Second - time.Nanosecond, fail}, {17 * time.Second - time.Nanosecond, fail}}, false},
+		{"a success resets the run", []check{{0, fail}, {5 * time.Second, fail}, {6 * time.Second, nil}, {7 * time.Second, fail}, {17*time.Second - time.Nanosecond, fail}, {17*time.Second - time.Nanosecond, fail}}, false},
 		{"recovered", []check{{0, fail}, {5 * time.Second, fail}, {10 * time.Second, fail}, {11 * time.Second, nil}}, false},
 	}
 	for _, tc := range cases {
