@@ -23,7 +23,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/firegate/firegate/loadtest"
+	"github.com/firegate/firegate/internal/loadtest"
 )
 
 func main() {

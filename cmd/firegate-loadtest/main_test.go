@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/firegate/firegate/loadtest"
+	"github.com/firegate/firegate/internal/loadtest"
 )
 
 func TestMain(m *testing.M) {

@@ -2,27 +2,30 @@ package loadtest
 
 import (
 	"context"
+	"fmt"
 	"net"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/firegate/firegate/internal/loadtest/baseline"
+	"github.com/firegate/firegate/internal/testkit"
 )
 
 // serveTestBroadcaster serves a broadcaster on loopback for one test.
-func serveTestBroadcaster(t *testing.T, batched bool) (*Broadcaster, *Instance) {
+func serveTestBroadcaster(t *testing.T, batched bool) (*baseline.Broadcaster, *Instance) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewBroadcaster(batched)
+	b := baseline.New(batched, broadcastFrame)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeBroadcaster(ctx, b, ln) }()
+	go func() { done <- baseline.Serve(ctx, b, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("ServeBroadcaster: %v", err)
+			t.Errorf("baseline.Serve: %v", err)
 		}
 	})
 	kind := KindBaseline
@@ -33,15 +36,16 @@ func serveTestBroadcaster(t *testing.T, batched bool) (*Broadcaster, *Instance) 
 	return b, newInstance("b", kind, base, base)
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitCount waits up to d until got() returns want; a timeout fails t
+// with the last count.
+func waitCount(t *testing.T, d time.Duration, what string, got func() int64, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	testkit.CheckFor(t, d, 10*time.Millisecond, func() error {
+		if n := got(); n != want {
+			return fmt.Errorf("%s = %d, want %d", what, n, want)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func baselineSpec(in *Instance, total, feeds int) PoolSpec {
@@ -59,9 +63,9 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer p.Stop()
-			waitFor(t, 10*time.Second, "12 ready", func() bool { return p.Status().Ready == 12 })
-			waitFor(t, 5*time.Second, "12 registered", func() bool { return b.conns.Load() == 12 })
-			res := b.Run(context.Background(), BroadcastRun{Rate: 200, Groups: 3, Duration: 300 * time.Millisecond, Docs: 10, Run: "t1", Pad: 50})
+			waitCount(t, 10*time.Second, "ready connections", func() int64 { return p.Status().Ready }, 12)
+			waitCount(t, 5*time.Second, "broadcaster connections", b.Conns, 12)
+			res := b.Run(context.Background(), baseline.RunConfig{Rate: 200, Groups: 3, Duration: 300 * time.Millisecond, Docs: 10, Run: "t1", Pad: 50})
 			var want int64
 			for _, n := range res.Published {
 				want += n * 4 // 12 connections over 3 groups
@@ -69,7 +73,7 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 			if res.Reached != want || want == 0 {
 				t.Fatalf("reached %d, want %d (%v)", res.Reached, want, res.Published)
 			}
-			waitFor(t, 10*time.Second, "every delivery", func() bool { return p.Status().Deliveries == want })
+			waitCount(t, 10*time.Second, "deliveries", func() int64 { return p.Status().Deliveries }, want)
 			st := p.Stop()
 			if st.Stale != 0 || st.Skipped != 0 || st.SeqGaps != 0 || st.Failed != 0 || st.Dropped != 0 {
 				t.Fatalf("status: %+v", st)
@@ -82,8 +86,8 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 					t.Fatalf("feed %d: %d deliveries, want %d", f, n, res.Published[f]*4)
 				}
 			}
-			waitFor(t, 5*time.Second, "connections gone", func() bool { return b.conns.Load() == 0 })
-			if q := b.queued.Load(); q != 0 {
+			waitCount(t, 5*time.Second, "broadcaster connections", b.Conns, 0)
+			if q := b.Queued(); q != 0 {
 				t.Fatalf("queued %d after all left", q)
 			}
 		})
@@ -97,7 +101,8 @@ func TestBroadcasterFloodKeepsQueuesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	waitFor(t, 10*time.Second, "4 ready", func() bool { return p.Status().Ready == 4 && b.conns.Load() == 4 })
+	waitCount(t, 10*time.Second, "ready connections", func() int64 { return p.Status().Ready }, 4)
+	waitCount(t, 10*time.Second, "broadcaster connections", b.Conns, 4)
 	var maxQ int64
 	done := make(chan struct{})
 	go func() {
@@ -108,11 +113,11 @@ func TestBroadcasterFloodKeepsQueuesBounded(t *testing.T) {
 				return
 			default:
 			}
-			maxQ = max(maxQ, b.queued.Load())
+			maxQ = max(maxQ, b.Queued())
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	res := b.Run(context.Background(), BroadcastRun{Groups: 1, Duration: 300 * time.Millisecond, Docs: 10, Run: "t2", Window: 32})
+	res := b.Run(context.Background(), baseline.RunConfig{Groups: 1, Duration: 300 * time.Millisecond, Docs: 10, Run: "t2", Window: 32})
 	done <- struct{}{}
 	if res.Published[0] < 10 {
 		t.Fatalf("flood published only %d", res.Published[0])
@@ -122,60 +127,7 @@ func TestBroadcasterFloodKeepsQueuesBounded(t *testing.T) {
 	if maxQ > 33*4 {
 		t.Fatalf("queue grew to %d, bound is %d", maxQ, 33*4)
 	}
-	waitFor(t, 10*time.Second, "flood delivered", func() bool { return p.Status().Deliveries == res.Published[0]*4 })
-}
-
-func TestCorkConnBatchesWrites(t *testing.T) {
-	a, bconn := net.Pipe()
-	defer a.Close()
-	defer bconn.Close()
-	c := &corkConn{Conn: a}
-	got := make(chan []byte, 10)
-	go func() {
-		buf := make([]byte, 1024)
-		for {
-			n, err := bconn.Read(buf)
-			if err != nil {
-				close(got)
-				return
-			}
-			got <- append([]byte(nil), buf[:n]...)
-		}
-	}()
-	c.cork()
-	for _, s := range []string{"one ", "two ", "three"} {
-		if _, err := c.Write([]byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case b := <-got:
-		t.Fatalf("corked write reached the peer: %q", b)
-	case <-time.After(20 * time.Millisecond):
-	}
-	if err := c.uncork(); err != nil {
-		t.Fatal(err)
-	}
-	if b := <-got; string(b) != "one two three" {
-		t.Fatalf("peer read %q in one write, want all three", b)
-	}
-	// Uncorked writes pass straight through.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, _ = c.Write([]byte("direct"))
-	}()
-	if b := <-got; string(b) != "direct" {
-		t.Fatalf("read %q", b)
-	}
-	wg.Wait()
-	if err := c.uncork(); err != nil {
-		t.Fatal("uncork with nothing buffered:", err)
-	}
-	_ = a.Close()
-	for range got {
-	}
+	waitCount(t, 10*time.Second, "deliveries of the flood", func() int64 { return p.Status().Deliveries }, res.Published[0]*4)
 }
 
 func TestWorkersRunShares(t *testing.T) {
@@ -191,11 +143,12 @@ func TestWorkersRunShares(t *testing.T) {
 	if st := ws.Status(); st.Conns != 7 {
 		t.Fatalf("status before the first report counts %d connections, want 7", st.Conns)
 	}
-	waitFor(t, 20*time.Second, "7 ready across workers", func() bool { return ws.Status().Ready == 7 && b.conns.Load() == 7 })
-	res := b.Run(context.Background(), BroadcastRun{Rate: 100, Groups: 2, Duration: 200 * time.Millisecond, Docs: 10, Run: "t3", Pad: 10})
+	waitCount(t, 20*time.Second, "ready connections across workers", func() int64 { return ws.Status().Ready }, 7)
+	waitCount(t, 10*time.Second, "broadcaster connections", b.Conns, 7)
+	res := b.Run(context.Background(), baseline.RunConfig{Rate: 100, Groups: 2, Duration: 200 * time.Millisecond, Docs: 10, Run: "t3", Pad: 10})
 	counts := populationCounts(spec)
 	want := res.Published[0]*counts[0][0] + res.Published[1]*counts[0][1]
-	waitFor(t, 10*time.Second, "deliveries reported by the workers", func() bool { return ws.Status().Deliveries == want })
+	waitCount(t, 10*time.Second, "deliveries reported by the workers", func() int64 { return ws.Status().Deliveries }, want)
 	st := ws.Stop()
 	if !st.Final || st.Deliveries != want || st.Ready != 7 || st.Failed != 0 || len(st.ErrorSamples) != 0 {
 		t.Fatalf("final: deliveries %d (want %d) ready %d failed %d errors %v", st.Deliveries, want, st.Ready, st.Failed, st.ErrorSamples)

@@ -1,17 +1,19 @@
-package loadtest
+// Package baseline is the floor Firegate is measured against: a minimal
+// broadcaster written directly on coder/websocket (see Broadcaster). The
+// load generator (package loadtest) runs it in a child process and drives
+// it over HTTP; the frames it broadcasts are the load generator's
+// (FrameFunc), so both sides carry the same documents.
+package baseline
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,16 +35,30 @@ import (
 // queue has its own lock.
 type Broadcaster struct {
 	batched bool
+	frame   FrameFunc
 	mu      sync.Mutex
 	groups  map[int]*atomic.Pointer[[]*bconn]
 	conns   atomic.Int64
 	queued  atomic.Int64
 }
 
-// NewBroadcaster returns an empty broadcaster.
-func NewBroadcaster(batched bool) *Broadcaster {
-	return &Broadcaster{batched: batched, groups: map[int]*atomic.Pointer[[]*bconn]{}}
+// FrameFunc encodes the frame of write w of group g in run: the
+// `changes` a Firegate subscriber would get for the same document (docs
+// document ids per group, padding in each document), timestamped now.
+type FrameFunc func(run string, g int, w int64, docs int, now time.Time, padding string) []byte
+
+// New returns an empty broadcaster whose runs encode their frames with
+// frame.
+func New(batched bool, frame FrameFunc) *Broadcaster {
+	return &Broadcaster{batched: batched, frame: frame, groups: map[int]*atomic.Pointer[[]*bconn]{}}
 }
+
+// Conns is the number of connections open.
+func (b *Broadcaster) Conns() int64 { return b.conns.Load() }
+
+// Queued is the number of frames queued on all connections, not yet
+// written.
+func (b *Broadcaster) Queued() int64 { return b.queued.Load() }
 
 type bconn struct {
 	ws    *websocket.Conn
@@ -113,6 +129,17 @@ func (b *Broadcaster) Publish(g int, frame []byte) int {
 	return len(conns)
 }
 
+// memInfo is what /debug/memory answers: the fields of the gateway's
+// /debug/memory that a broadcaster has.
+type memInfo struct {
+	HeapAlloc   int64 `json:"heap_alloc"`
+	HeapInuse   int64 `json:"heap_inuse"`
+	StackInuse  int64 `json:"stack_inuse"`
+	Sys         int64 `json:"sys"`
+	Goroutines  int64 `json:"goroutines"`
+	Connections int64 `json:"connections"`
+}
+
 var subscribedHello = []byte(`{"type":"subscribed","id":"s1","epoch":"baseline","resumed":false}`)
 
 // ServeHTTP serves /ws?group=N (the broadcast stream), /run (POST: a
@@ -128,7 +155,7 @@ func (b *Broadcaster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(MemInfo{HeapAlloc: int64(ms.HeapAlloc), HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse),
+		_ = json.NewEncoder(w).Encode(memInfo{HeapAlloc: int64(ms.HeapAlloc), HeapInuse: int64(ms.HeapInuse), StackInuse: int64(ms.StackInuse),
 			Sys: int64(ms.Sys), Goroutines: int64(runtime.NumGoroutine()), Connections: b.conns.Load()})
 	case "/healthz", "/readyz":
 		_, _ = w.Write([]byte("ok\n"))
@@ -218,8 +245,8 @@ func (b *Broadcaster) writeLoop(ctx context.Context, c *bconn) {
 	}
 }
 
-// BroadcastResult is the answer of a publishing run.
-type BroadcastResult struct {
+// Result is the answer of a publishing run.
+type Result struct {
 	Published []int64 `json:"published"` // broadcasts per group
 	Reached   int64   `json:"reached"`   // frames queued in total
 	ElapsedS  float64 `json:"elapsed_s"`
@@ -241,13 +268,13 @@ func (b *Broadcaster) serveRun(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want rate>=0, groups>=1, duration>0, docs>=1, pad>=0, window>=1", http.StatusBadRequest)
 		return
 	}
-	res := b.Run(r.Context(), BroadcastRun{Rate: rate, Groups: groups, Duration: dur, Docs: docs, Run: q.Get("run"), Pad: pad, Window: window})
+	res := b.Run(r.Context(), RunConfig{Rate: rate, Groups: groups, Duration: dur, Docs: docs, Run: q.Get("run"), Pad: pad, Window: window})
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(res)
 }
 
-// BroadcastRun configures a publishing run.
-type BroadcastRun struct {
+// RunConfig configures a publishing run.
+type RunConfig struct {
 	Rate     float64       // broadcasts per second over all groups; 0: flat out
 	Groups   int           // groups (Feeds), published round-robin
 	Duration time.Duration // wall clock
@@ -262,14 +289,14 @@ type BroadcastRun struct {
 // drain, keeping at most o.Window frames queued per connection on
 // average. Broadcast w of group g carries the same document a Firegate
 // writer would commit, with its mark taken just before encoding.
-func (b *Broadcaster) Run(ctx context.Context, o BroadcastRun) BroadcastResult {
+func (b *Broadcaster) Run(ctx context.Context, o RunConfig) Result {
 	rate, groups, d, docs, run, pad := o.Rate, o.Groups, o.Duration, o.Docs, o.Run, o.Pad
 	window := int64(o.Window)
 	if window <= 0 {
 		window = 8
 	}
-	res := BroadcastResult{Published: make([]int64, groups)}
-	padding := padString(pad)
+	res := Result{Published: make([]int64, groups)}
+	padding := strings.Repeat("x", pad)
 	start := time.Now()
 	deadline := start.Add(d)
 	for k := int64(0); ; k++ {
@@ -300,27 +327,13 @@ func (b *Broadcaster) Run(ctx context.Context, o BroadcastRun) BroadcastResult {
 		g := int(k % int64(groups))
 		w := res.Published[g]
 		now := time.Now()
-		frame := broadcastFrame(run, g, w, docs, now, padding)
+		frame := b.frame(run, g, w, docs, now, padding)
 		res.Reached += int64(b.Publish(g, frame))
 		res.Published[g]++
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res
 }
-
-// broadcastFrame encodes the `changes` frame a Firegate subscriber with id
-// s1 would get for write w of Feed g.
-func broadcastFrame(run string, g int, w int64, docs int, now time.Time, padding string) []byte {
-	org := feedOrg(run, g)
-	id := docID(run, g, int(w%int64(docs)))
-	data, _ := json.Marshal(docData(org, w, now.UnixNano(), padding))
-	f := wire.ChangesFrame(uint64(w+1), now, []wire.Change{{
-		Kind: wire.KindModified, ID: id, Path: "tasks/" + id, Data: data, UpdateTime: now.UTC().Format(time.RFC3339Nano),
-	}})
-	return f.AppendTo(nil, quotedS1)
-}
-
-var quotedS1 = wire.QuoteID("s1")
 
 // corkConn is a net.Conn whose writes can be held back ("corked") and
 // flushed in one write: the batched broadcaster corks, writes every queued
@@ -375,9 +388,9 @@ func (l corkListener) Accept() (net.Conn, error) {
 	return &corkConn{Conn: c}, nil
 }
 
-// ServeBroadcaster serves b on ln until ctx ends. With a batched
+// Serve serves b on ln until ctx ends. With a batched
 // broadcaster every connection is wrapped so that it can be corked.
-func ServeBroadcaster(ctx context.Context, b *Broadcaster, ln net.Listener) error {
+func Serve(ctx context.Context, b *Broadcaster, ln net.Listener) error {
 	if b.batched {
 		ln = corkListener{ln}
 	}
@@ -397,64 +410,4 @@ func ServeBroadcaster(ctx context.Context, b *Broadcaster, ln net.Listener) erro
 		return nil
 	}
 	return err
-}
-
-// Environment of child processes (see MaybeRunChild).
-const (
-	envRole    = "FIREGATE_LOADTEST_ROLE"
-	envAddr    = "FIREGATE_LOADTEST_ADDR"
-	envBatched = "FIREGATE_LOADTEST_BATCHED"
-)
-
-// startBaseline starts a broadcaster child process (this executable
-// re-run in the baseline role) so that its memory and CPU are its own.
-func startBaseline(ctx context.Context, name, kind string, logTo io.Writer) (*Instance, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("failed to find this executable for the baseline: %w", err)
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		in := newInstance(name, kind, "http://"+addr, "http://"+addr)
-		cmd := exec.Command(exe)
-		batched := "0"
-		if kind == KindBaselineBatched {
-			batched = "1"
-		}
-		cmd.Env = append(os.Environ(), envRole+"=baseline", envAddr+"="+addr, envBatched+"="+batched)
-		if err := in.startProcess(cmd, logTo); err != nil {
-			return nil, err
-		}
-		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err = in.waitReady(rctx, in.BaseURL+"/healthz")
-		cancel()
-		if err == nil {
-			return in, nil
-		}
-		in.stop(2 * time.Second)
-		lastErr = err
-	}
-	return nil, lastErr
-}
-
-// runBaselineChild is the body of the baseline child process.
-func runBaselineChild() error {
-	addr := os.Getenv(envAddr)
-	if err := checkLoopbackHost(addr); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("failed to listen on %s: %w", addr, err)
-	}
-	if _, err := RaiseNoFile(); err != nil {
-		return err
-	}
-	b := NewBroadcaster(os.Getenv(envBatched) == "1")
-	return ServeBroadcaster(context.Background(), b, ln)
 }

@@ -2,7 +2,6 @@ package loadtest
 
 import (
 	"math"
-	"strings"
 	"testing"
 )
 
@@ -57,20 +56,52 @@ func TestParseExposition(t *testing.T) {
 	}
 }
 
+// TestParseExpositionHistogram: a typed histogram is flattened as the text
+// format shows it (buckets cumulative, with their le label).
+func TestParseExpositionHistogram(t *testing.T) {
+	const in = `# HELP lat_seconds Latency.
+# TYPE lat_seconds histogram
+lat_seconds_bucket{op="a",le="0.005"} 3
+lat_seconds_bucket{op="a",le="0.1"} 7
+lat_seconds_bucket{op="a",le="+Inf"} 8
+lat_seconds_sum{op="a"} 0.42
+lat_seconds_count{op="a"} 8
+`
+	s, err := ParseExposition([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"lat_seconds_bucket", []string{"op", "a", "le", "0.005"}, 3},
+		{"lat_seconds_bucket", []string{"le", "0.1", "op", "a"}, 7},
+		{"lat_seconds_bucket", []string{"op", "a", "le", "+Inf"}, 8},
+		{"lat_seconds_sum", []string{"op", "a"}, 0.42},
+		{"lat_seconds_count", []string{"op", "a"}, 8},
+	} {
+		if got, ok := s.Get(tc.name, tc.labels...); !ok || got != tc.want {
+			t.Errorf("Get(%s %v) = %v, %v; want %v", tc.name, tc.labels, got, ok, tc.want)
+		}
+	}
+}
+
 func TestParseExpositionErrors(t *testing.T) {
 	tests := []string{
-		"{a=\"b\"} 1",                     // no name
-		"m{a=b} 1",                        // unquoted
-		"m{a=\"b} 1",                      // unterminated
-		"m{a=\"b\\x\"} 1",                 // unknown escape
-		"m{a=\"b\\",                       // dangling escape
-		"m{=\"b\"} 1",                     // no label name
-		"m",                               // no value
-		"m 1 2 3",                         // too many fields
-		"m abc",                           // bad value
-		"m{a=\"b\"}",                      // no value after labels
-		"9m 1",                            // name starts with a digit
-		strings.Repeat("m", 2<<20) + " 1", // line too long
+		"{a=\"b\"} 1",     // no name
+		"m{a=b} 1",        // unquoted
+		"m{a=\"b} 1",      // unterminated
+		"m{a=\"b\\x\"} 1", // unknown escape
+		"m{a=\"b\\",       // dangling escape
+		"m{=\"b\"} 1",     // no label name
+		"m",               // no value
+		"m 1 2 3",         // too many fields
+		"m abc",           // bad value
+		"m{a=\"b\"}",      // no value after labels
+		"9m 1",            // name starts with a digit
+		"# TYPE m counter\nm 1\n# TYPE m gauge\nm 2", // two types for one name
 	}
 	for _, in := range tests {
 		if _, err := ParseExposition([]byte(in)); err == nil {

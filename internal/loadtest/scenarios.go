@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/firegate/firegate/internal/loadtest/baseline"
 )
 
 func poolKind(kind string) string {
@@ -225,7 +227,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rr, err := runBroadcast(ctx, in, BroadcastRun{Rate: rate, Groups: cfg.Feeds, Duration: cfg.Duration, Docs: cfg.DocsPerFeed, Run: r.run, Pad: r.pad, Window: cfg.MaxWindow})
+				rr, err := runBroadcast(ctx, in, baseline.RunConfig{Rate: rate, Groups: cfg.Feeds, Duration: cfg.Duration, Docs: cfg.DocsPerFeed, Run: r.run, Pad: r.pad, Window: cfg.MaxWindow})
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -382,8 +384,8 @@ func (r *runner) emuCPU() (time.Duration, bool) {
 }
 
 // runBroadcast asks a baseline instance to publish.
-func runBroadcast(ctx context.Context, in *Instance, o BroadcastRun) (BroadcastResult, error) {
-	var rr BroadcastResult
+func runBroadcast(ctx context.Context, in *Instance, o baseline.RunConfig) (baseline.Result, error) {
+	var rr baseline.Result
 	q := url.Values{"rate": {strconv.FormatFloat(o.Rate, 'g', -1, 64)}, "groups": {strconv.Itoa(o.Groups)}, "duration": {o.Duration.String()},
 		"docs": {strconv.Itoa(o.Docs)}, "run": {o.Run}, "pad": {strconv.Itoa(o.Pad)}, "window": {strconv.Itoa(max(o.Window, 1))}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.BaseURL+"/run?"+q.Encode(), nil)

@@ -1,130 +1,103 @@
 package loadtest
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Samples are the samples of one Prometheus text exposition, keyed by
 // series: the metric name, then its labels sorted by name in canonical
 // form (`name{a="x",b="y"}`; a series without labels is just the name).
+// A histogram h is flattened as the text format shows it: h_bucket{le=…}
+// (cumulative), h_sum and h_count; a summary s as s{quantile=…}, s_sum
+// and s_count.
 type Samples map[string]float64
 
-// maxExpositionLine bounds one line of an exposition.
-const maxExpositionLine = 1 << 20
-
 // ParseExposition parses the Prometheus text format (version 0.0.4) as the
-// gateway's /metrics serves it: comments and blank lines are skipped,
-// timestamps ignored. A malformed sample line is an error naming the line.
+// gateway's /metrics serves it, with prometheus/common's expfmt; timestamps
+// are ignored; a missing final newline is tolerated. A malformed
+// exposition is an error naming the line.
 func ParseExposition(b []byte) (Samples, error) {
-	out := Samples{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 64<<10), maxExpositionLine)
-	ln := 0
-	for sc.Scan() {
-		ln++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		key, v, err := parseSampleLine(line)
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", ln, err)
-		}
-		out[key] = v
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b[:len(b):len(b)], '\n')
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("failed to read exposition: %w", err)
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse the exposition: %w", err)
+	}
+	out := Samples{}
+	for name, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := make([][2]string, 0, len(m.GetLabel())+1)
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, [2]string{lp.GetName(), lp.GetValue()})
+			}
+			with := func(k, v string) [][2]string {
+				return append(append(make([][2]string, 0, len(labels)+1), labels...), [2]string{k, v})
+			}
+			switch {
+			case m.Counter != nil:
+				out[seriesKey(name, labels)] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[seriesKey(name, labels)] = m.Gauge.GetValue()
+			case m.Untyped != nil:
+				out[seriesKey(name, labels)] = m.Untyped.GetValue()
+			case m.Histogram != nil:
+				h := m.Histogram
+				inf := false
+				for _, bk := range h.GetBucket() {
+					inf = inf || math.IsInf(bk.GetUpperBound(), 1)
+					out[seriesKey(name+"_bucket", with("le", formatFloat(bk.GetUpperBound())))] = cumulative(bk)
+				}
+				if !inf {
+					out[seriesKey(name+"_bucket", with("le", "+Inf"))] = sampleCount(h)
+				}
+				out[seriesKey(name+"_sum", labels)] = h.GetSampleSum()
+				out[seriesKey(name+"_count", labels)] = sampleCount(h)
+			case m.Summary != nil:
+				for _, q := range m.Summary.GetQuantile() {
+					out[seriesKey(name, with("quantile", formatFloat(q.GetQuantile())))] = q.GetValue()
+				}
+				out[seriesKey(name+"_sum", labels)] = m.Summary.GetSampleSum()
+				out[seriesKey(name+"_count", labels)] = float64(m.Summary.GetSampleCount())
+			}
+		}
 	}
 	return out, nil
 }
 
-func isNameChar(c byte, first bool) bool {
-	return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || !first && c >= '0' && c <= '9'
+func cumulative(b *dto.Bucket) float64 {
+	if b.CumulativeCountFloat != nil {
+		return b.GetCumulativeCountFloat()
+	}
+	return float64(b.GetCumulativeCount())
 }
 
-func parseSampleLine(line string) (string, float64, error) {
-	i := 0
-	for i < len(line) && isNameChar(line[i], i == 0) {
-		i++
+func sampleCount(h *dto.Histogram) float64 {
+	if h.SampleCountFloat != nil {
+		return h.GetSampleCountFloat()
 	}
-	if i == 0 {
-		return "", 0, errors.New("missing metric name")
+	return float64(h.GetSampleCount())
+}
+
+// formatFloat renders a bound as the text format does ("0.005", "+Inf").
+func formatFloat(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
 	}
-	name := line[:i]
-	var labels [][2]string
-	if i < len(line) && line[i] == '{' {
-		i++
-		for {
-			for i < len(line) && (line[i] == ' ' || line[i] == ',') {
-				i++
-			}
-			if i < len(line) && line[i] == '}' {
-				i++
-				break
-			}
-			j := i
-			for j < len(line) && isNameChar(line[j], j == i) {
-				j++
-			}
-			if j == i || j >= len(line) || line[j] != '=' {
-				return "", 0, errors.New("malformed label name")
-			}
-			lname := line[i:j]
-			j++
-			if j >= len(line) || line[j] != '"' {
-				return "", 0, errors.New("label value must be quoted")
-			}
-			j++
-			var val strings.Builder
-			closed := false
-			for j < len(line) {
-				c := line[j]
-				if c == '\\' {
-					if j+1 >= len(line) {
-						return "", 0, errors.New("dangling escape in label value")
-					}
-					switch line[j+1] {
-					case 'n':
-						val.WriteByte('\n')
-					case '\\', '"':
-						val.WriteByte(line[j+1])
-					default:
-						return "", 0, errors.New("unknown escape in label value")
-					}
-					j += 2
-					continue
-				}
-				if c == '"' {
-					closed = true
-					j++
-					break
-				}
-				val.WriteByte(c)
-				j++
-			}
-			if !closed {
-				return "", 0, errors.New("unterminated label value")
-			}
-			labels = append(labels, [2]string{lname, val.String()})
-			i = j
-		}
-	}
-	rest := strings.Fields(line[i:])
-	if len(rest) < 1 || len(rest) > 2 {
-		return "", 0, errors.New("want a value and an optional timestamp after the series")
-	}
-	v, err := parseFloat(rest[0])
-	if err != nil {
-		return "", 0, err
-	}
-	return seriesKey(name, labels), v, nil
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 func parseFloat(s string) (float64, error) {
@@ -138,16 +111,9 @@ func parseFloat(s string) (float64, error) {
 	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return 0, fmt.Errorf("bad sample value %q", truncateStr(s, 32))
+		return 0, fmt.Errorf("bad sample value %q", s)
 	}
 	return v, nil
-}
-
-func truncateStr(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // seriesKey renders the canonical key of a series.
@@ -238,4 +204,12 @@ func BucketQuantile(before, after Samples, name string, q float64) (float64, boo
 		}
 	}
 	return math.Inf(1), true
+}
+
+// truncateStr shortens s to n bytes for an error message.
+func truncateStr(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
