@@ -553,8 +553,8 @@ func TestEnvNamesAreRead(t *testing.T) {
 	}
 }
 
-// checkPolicy checks the shape of the example policy (DESIGN.md,
-// "Authorization policy"); the gateway's own tests compile it.
+// checkPolicy checks the shape of the example policy (docs/policy.md);
+// the gateway's own tests compile it.
 func checkPolicy(t *testing.T, src string) {
 	t.Helper()
 	var p struct {

@@ -40,7 +40,7 @@ type Config struct {
 	Leeway time.Duration
 	// SendQueueMessages and SendQueueBytes bound each connection's send
 	// queue; 0 → 512 messages and 4 MiB. Overflow drops the queued data and
-	// catches the subscriber up once drained (see DESIGN.md).
+	// catches the subscriber up once drained (docs/protocol.md, "Slow consumers").
 	SendQueueMessages int
 	SendQueueBytes    int
 	// SlowConsumerTimeout bounds one write to a client; a client that

@@ -19,7 +19,7 @@ cd "$root"
 
 pkgs=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then
-	pkgs=(./wire ./subscriptions ./authz ./gateway ./metrics ./loadtest)
+	pkgs=(./wire ./subscriptions ./authz ./gateway ./metrics ./internal/loadtest)
 fi
 benchtime="${BENCHTIME:-1s}"
 count="${COUNT:-1}"

@@ -27,7 +27,7 @@ type Query struct {
 }
 
 // Document is one Firestore document as the Feed sees it. Data holds plain
-// JSON-compatible values only (see DESIGN.md value mapping): string, bool,
+// JSON-compatible values only (the value mapping of docs/protocol.md): string, bool,
 // int64, float64, nil, []any, map[string]any. Times are RFC 3339 strings,
 // bytes standard base64, references database-relative paths, geo points
 // {"latitude","longitude"} maps.

@@ -15,7 +15,8 @@ import (
 
 // ToJSONValue converts one Firestore Go value (as the firestore client's
 // DocumentSnapshot.Data returns them) to the plain JSON mapping of
-// DESIGN.md, returning a new value and leaving v untouched:
+// docs/protocol.md ("Server → client"), returning a new value and leaving
+// v untouched:
 //
 //   - nil, bool, string, int64 and float64 stay as they are (other Go
 //     integer and float kinds become int64 and float64). Integers beyond
