@@ -45,7 +45,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				for i := range ch {
-					tok, err := in.MintToken(ctx, "user_lt"+r.run+"_auth_"+strconv.Itoa(i), feedOrg(r.run, 0), cfg.TokenTTL)
+					tok, err := in.mintToken(ctx, "user_lt"+r.run+"_auth_"+strconv.Itoa(i), feedOrg(r.run, 0), cfg.TokenTTL)
 					mu.Lock()
 					if err != nil && firstErr == nil {
 						firstErr = err
@@ -73,7 +73,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 	ar := &AuthstormResult{Tokens: cfg.AuthTokens}
 	res.Authstorm = ar
 	var total Histogram
-	maxSteps := int(MaxDuration / cfg.AuthStepDuration)
+	maxSteps := int(maxDuration / cfg.AuthStepDuration)
 	start := time.Now()
 	var seq atomic.Int64
 	var errMu sync.Mutex
@@ -85,7 +85,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 		var h Histogram
 		var refused, failed, shed, done atomic.Int64
 		c0 := snapAll(ctx, insts, false)
-		self0 := SelfCPU()
+		self0 := selfCPU()
 		maxInflight := int64(max(2000, 2*int(rate)))
 		var wg sync.WaitGroup
 		t0 := time.Now()
@@ -126,7 +126,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 		c1 := snapAll(ctx, insts, false)
 		elapsed := max(time.Duration(lastDone.Load()), cfg.AuthStepDuration)
 		st := AuthStep{Offered: rate, Completed: round3(float64(done.Load()) / elapsed.Seconds()), Refused: refused.Load(), Failed: failed.Load(),
-			Shed: shed.Load(), P50MS: ms(h.Quantile(0.5)), P99MS: ms(h.Quantile(0.99)), ClientCPUS: round3((SelfCPU() - self0).Seconds())}
+			Shed: shed.Load(), P50MS: ms(h.Quantile(0.5)), P99MS: ms(h.Quantile(0.99)), ClientCPUS: round3((selfCPU() - self0).Seconds())}
 		for i := range insts {
 			st.ServerCPUS += (c1[i].cpu - c0[i].cpu).Seconds()
 		}

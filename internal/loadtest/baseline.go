@@ -82,7 +82,7 @@ func runBaselineChild() error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", addr, err)
 	}
-	if _, err := RaiseNoFile(); err != nil {
+	if _, err := raiseNoFile(); err != nil {
 		return err
 	}
 	b := baseline.New(os.Getenv(envBatched) == "1", broadcastFrame)

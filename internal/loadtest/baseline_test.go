@@ -48,8 +48,8 @@ func waitCount(t *testing.T, d time.Duration, what string, got func() int64, wan
 	})
 }
 
-func baselineSpec(in *Instance, total, feeds int) PoolSpec {
-	return PoolSpec{Kind: KindBaseline, Targets: []PoolTarget{{WSURL: in.WSURL()}}, Total: total, Count: total, Feeds: feeds,
+func baselineSpec(in *Instance, total, feeds int) poolSpec {
+	return poolSpec{Kind: KindBaseline, Targets: []poolTarget{{WSURL: in.WSURL()}}, Total: total, Count: total, Feeds: feeds,
 		ConnsPerUser: 1, SourceAddrs: 3, DialConcurrency: 8, DocsPerFeed: 10}
 }
 
@@ -58,7 +58,7 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 		t.Run(map[bool]string{false: "unbatched", true: "batched"}[batched], func(t *testing.T) {
 			b, in := serveTestBroadcaster(t, batched)
 			spec := baselineSpec(in, 12, 3)
-			p, err := StartPool(context.Background(), spec)
+			p, err := startPool(context.Background(), spec, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,8 +78,8 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 			if st.Stale != 0 || st.Skipped != 0 || st.SeqGaps != 0 || st.Failed != 0 || st.Dropped != 0 {
 				t.Fatalf("status: %+v", st)
 			}
-			if FromSparse(st.Latency).Count() != uint64(want) {
-				t.Fatalf("latency samples %d, want %d", FromSparse(st.Latency).Count(), want)
+			if fromSparse(st.Latency).Count() != uint64(want) {
+				t.Fatalf("latency samples %d, want %d", fromSparse(st.Latency).Count(), want)
 			}
 			for f, n := range st.FeedDeliveries {
 				if n != res.Published[f]*4 {
@@ -96,7 +96,7 @@ func TestBroadcasterDeliversEveryFrame(t *testing.T) {
 
 func TestBroadcasterFloodKeepsQueuesBounded(t *testing.T) {
 	b, in := serveTestBroadcaster(t, true)
-	p, err := StartPool(context.Background(), baselineSpec(in, 4, 1))
+	p, err := startPool(context.Background(), baselineSpec(in, 4, 1), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

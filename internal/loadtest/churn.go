@@ -154,7 +154,7 @@ func (r *runner) churn(ctx context.Context) error {
 		}
 		hsH.Record(time.Since(t0))
 		t1 := time.Now()
-		if err := c.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: Collection}); err != nil {
+		if err := c.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: loadCollection}); err != nil {
 			return err
 		}
 		sub, err := c.await(cctx, wire.TypeSubscribed)
@@ -179,7 +179,7 @@ func (r *runner) churn(ctx context.Context) error {
 		}
 		hsH.Record(time.Since(t2))
 		t3 := time.Now()
-		if err := c2.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: Collection,
+		if err := c2.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: loadCollection,
 			Resume: &wire.Resume{Epoch: sub.Epoch, Seq: snap.Seq}}); err != nil {
 			return err
 		}

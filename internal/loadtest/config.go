@@ -25,9 +25,9 @@ var Scenarios = []string{ScenarioHold, ScenarioFanout, ScenarioChurn, ScenarioAu
 
 // Hard bounds: every scenario stops by itself within them.
 const (
-	MaxDuration    = 2 * time.Minute
-	MaxConnections = 200_000
-	MaxFeeds       = 1000
+	maxDuration    = 2 * time.Minute
+	maxConnections = 200_000
+	maxFeeds       = 1000
 )
 
 // Config configures a load test. The zero value of every field is a
@@ -198,7 +198,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, t := range c.Targets {
-		if err := CheckLoopbackURL(t); err != nil {
+		if err := checkLoopbackURL(t); err != nil {
 			errs = append(errs, fmt.Errorf("target %d: %w", i, err))
 		}
 	}
@@ -206,7 +206,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("give one admin URL per target, or none"))
 	}
 	for i, t := range c.AdminTargets {
-		if err := CheckLoopbackURL(t); err != nil {
+		if err := checkLoopbackURL(t); err != nil {
 			errs = append(errs, fmt.Errorf("admin target %d: %w", i, err))
 		}
 	}
@@ -224,20 +224,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkRange("instances", c.Instances, 1, 64)
-	checkRange("conns", c.Conns, 1, MaxConnections)
-	checkRange("subscribers", c.Subscribers, 1, MaxConnections)
-	checkRange("feeds", c.Feeds, 1, MaxFeeds)
+	checkRange("conns", c.Conns, 1, maxConnections)
+	checkRange("subscribers", c.Subscribers, 1, maxConnections)
+	checkRange("feeds", c.Feeds, 1, maxFeeds)
 	checkRange("writer concurrency", c.WriterConcurrency, 1, 256)
 	checkRange("docs per feed", c.DocsPerFeed, 1, 1000)
 	checkRange("max window", c.MaxWindow, 1, 10_000)
 	checkRange("payload", c.Payload, 1, 1<<20)
 	checkRange("auth tokens", c.AuthTokens, 1, 100_000)
 	checkRange("conns per user", c.ConnsPerUser, 1, 100_000)
-	checkRange("source addresses", c.SourceAddrs, 1, MaxSourceAddrs)
+	checkRange("source addresses", c.SourceAddrs, 1, maxSourceAddrs)
 	checkRange("dial concurrency", c.DialConcurrency, 1, 10_000)
 	checkRange("conns per process", c.ConnsPerProcess, 1, 19_000)
-	if c.Duration < 0 || c.Duration > MaxDuration {
-		errs = append(errs, fmt.Errorf("duration %s out of range (0, %s]", c.Duration, MaxDuration))
+	if c.Duration < 0 || c.Duration > maxDuration {
+		errs = append(errs, fmt.Errorf("duration %s out of range (0, %s]", c.Duration, maxDuration))
 	}
 	if c.AuthStepDuration < 0 || c.AuthStepDuration > 30*time.Second {
 		errs = append(errs, fmt.Errorf("auth step duration %s out of range (0, 30s]", c.AuthStepDuration))

@@ -27,14 +27,14 @@ func TestConfigLimits(t *testing.T) {
 		mod  func(*Config)
 		want string // "" → valid
 	}{
-		{"duration at max", func(c *Config) { c.Duration = MaxDuration }, ""},
-		{"duration past max", func(c *Config) { c.Duration = MaxDuration + time.Nanosecond }, "duration"},
-		{"conns at max", func(c *Config) { c.Conns = MaxConnections }, ""},
-		{"conns past max", func(c *Config) { c.Conns = MaxConnections + 1 }, "conns"},
-		{"feeds at max", func(c *Config) { c.Feeds = MaxFeeds }, ""},
-		{"feeds past max", func(c *Config) { c.Feeds = MaxFeeds + 1 }, "feeds"},
-		{"source addrs at max", func(c *Config) { c.SourceAddrs = MaxSourceAddrs }, ""},
-		{"source addrs past max", func(c *Config) { c.SourceAddrs = MaxSourceAddrs + 1 }, "source addresses"},
+		{"duration at max", func(c *Config) { c.Duration = maxDuration }, ""},
+		{"duration past max", func(c *Config) { c.Duration = maxDuration + time.Nanosecond }, "duration"},
+		{"conns at max", func(c *Config) { c.Conns = maxConnections }, ""},
+		{"conns past max", func(c *Config) { c.Conns = maxConnections + 1 }, "conns"},
+		{"feeds at max", func(c *Config) { c.Feeds = maxFeeds }, ""},
+		{"feeds past max", func(c *Config) { c.Feeds = maxFeeds + 1 }, "feeds"},
+		{"source addrs at max", func(c *Config) { c.SourceAddrs = maxSourceAddrs }, ""},
+		{"source addrs past max", func(c *Config) { c.SourceAddrs = maxSourceAddrs + 1 }, "source addresses"},
 		{"conns per process at max", func(c *Config) { c.ConnsPerProcess = 19000 }, ""},
 		{"conns per process past max", func(c *Config) { c.ConnsPerProcess = 19001 }, "conns per process"},
 		{"negative conns", func(c *Config) { c.Conns = -1 }, "conns"},
@@ -88,7 +88,7 @@ func TestCheckLoopbackURL(t *testing.T) {
 		{"%zz", false},
 	}
 	for _, tc := range tests {
-		if err := CheckLoopbackURL(tc.in); (err == nil) != tc.ok {
+		if err := checkLoopbackURL(tc.in); (err == nil) != tc.ok {
 			t.Errorf("CheckLoopbackURL(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
 	}

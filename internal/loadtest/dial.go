@@ -15,9 +15,9 @@ import (
 	"github.com/firegate/firegate/wire"
 )
 
-// MaxSourceAddrs bounds how many loopback source addresses connections
+// maxSourceAddrs bounds how many loopback source addresses connections
 // spread over (127.0.0.2 ... 127.0.0.(1+n)).
-const MaxSourceAddrs = 250
+const maxSourceAddrs = 250
 
 // dialer opens client WebSocket connections from a rotating set of
 // loopback source addresses, so that more than one address's ~28k
@@ -28,8 +28,8 @@ type dialer struct {
 }
 
 func newDialer(sourceAddrs int) (*dialer, error) {
-	if sourceAddrs < 1 || sourceAddrs > MaxSourceAddrs {
-		return nil, fmt.Errorf("source addresses must be within [1, %d], got %d", MaxSourceAddrs, sourceAddrs)
+	if sourceAddrs < 1 || sourceAddrs > maxSourceAddrs {
+		return nil, fmt.Errorf("source addresses must be within [1, %d], got %d", maxSourceAddrs, sourceAddrs)
 	}
 	d := &dialer{}
 	for i := 0; i < sourceAddrs; i++ {

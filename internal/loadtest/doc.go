@@ -9,7 +9,7 @@
 // It speaks the wire protocol through package wire only; it never imports
 // the gateway. It starts what it needs: Google's Firestore emulator
 // (internal/emulator), N `firegate dev` processes sharing it, the baseline
-// broadcaster and, beyond Config.ConnsPerProcess connections, worker
+// broadcaster (package baseline, run in a child process) and, beyond Config.ConnsPerProcess connections, worker
 // processes of its own (the running executable re-run in a child role, see
 // MaybeRunChild) — or it drives gateways that already run.
 //

@@ -147,9 +147,9 @@ func (h *Histogram) Sparse() Sparse {
 	return s
 }
 
-// FromSparse rebuilds a histogram; out-of-range bucket indexes are
+// fromSparse rebuilds a histogram; out-of-range bucket indexes are
 // ignored.
-func FromSparse(s Sparse) *Histogram {
+func fromSparse(s Sparse) *Histogram {
 	h := &Histogram{}
 	var n uint64
 	for _, b := range s.Buckets {

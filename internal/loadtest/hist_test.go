@@ -91,7 +91,7 @@ func TestHistogramMergeAndSparse(t *testing.T) {
 	if a.Count() != 200 || a.Max() != 99*time.Second {
 		t.Fatalf("merged: count %d max %v", a.Count(), a.Max())
 	}
-	c := FromSparse(a.Sparse())
+	c := fromSparse(a.Sparse())
 	for _, q := range []float64{0.1, 0.5, 0.75, 0.99, 1} {
 		if a.Quantile(q) != c.Quantile(q) {
 			t.Errorf("q%v: %v after round trip, want %v", q, c.Quantile(q), a.Quantile(q))
@@ -101,7 +101,7 @@ func TestHistogramMergeAndSparse(t *testing.T) {
 		t.Errorf("mean %v, want %v", c.Mean(), a.Mean())
 	}
 	// Bucket indexes out of range are ignored.
-	d := FromSparse(Sparse{Buckets: [][2]uint64{{histBuckets, 5}, {3, 1}}})
+	d := fromSparse(Sparse{Buckets: [][2]uint64{{histBuckets, 5}, {3, 1}}})
 	if d.Count() != 1 {
 		t.Errorf("count %d, want 1", d.Count())
 	}

@@ -97,7 +97,7 @@ func (in *Instance) get(ctx context.Context, u string) ([]byte, error) {
 }
 
 // Metrics scrapes the instance's /metrics.
-func (in *Instance) Metrics(ctx context.Context) (Samples, error) {
+func (in *Instance) Metrics(ctx context.Context) (metricSamples, error) {
 	if in.AdminURL == "" {
 		return nil, errors.New("no admin address")
 	}
@@ -105,11 +105,11 @@ func (in *Instance) Metrics(ctx context.Context) (Samples, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to scrape %s: %w", in.Name, err)
 	}
-	return ParseExposition(b)
+	return parseExposition(b)
 }
 
-// MemInfo is what /debug/memory answers (after a forced GC).
-type MemInfo struct {
+// memInfo is what /debug/memory answers (after a forced GC).
+type memInfo struct {
 	HeapAlloc   int64 `json:"heap_alloc"`
 	HeapInuse   int64 `json:"heap_inuse"`
 	StackInuse  int64 `json:"stack_inuse"`
@@ -120,8 +120,8 @@ type MemInfo struct {
 }
 
 // Memory asks the instance's /debug/memory (which runs a GC first).
-func (in *Instance) Memory(ctx context.Context) (MemInfo, error) {
-	var m MemInfo
+func (in *Instance) Memory(ctx context.Context) (memInfo, error) {
+	var m memInfo
 	if in.AdminURL == "" {
 		return m, errors.New("no admin address")
 	}
@@ -139,7 +139,7 @@ func (in *Instance) Memory(ctx context.Context) (MemInfo, error) {
 // tool knows its pid, else process_cpu_seconds_total of /metrics.
 func (in *Instance) CPU(ctx context.Context) (time.Duration, error) {
 	if in.PID > 0 {
-		return ProcCPU(in.PID)
+		return procCPU(in.PID)
 	}
 	s, err := in.Metrics(ctx)
 	if err != nil {
@@ -156,7 +156,7 @@ func (in *Instance) CPU(ctx context.Context) (time.Duration, error) {
 // tool knows its pid, else process_resident_memory_bytes of /metrics.
 func (in *Instance) RSS(ctx context.Context) (int64, error) {
 	if in.PID > 0 {
-		return ProcRSS(in.PID)
+		return procRSS(in.PID)
 	}
 	s, err := in.Metrics(ctx)
 	if err != nil {
@@ -179,7 +179,7 @@ func (in *Instance) Token(ctx context.Context, user, org string, ttl time.Durati
 		return t, nil
 	}
 	in.tokMu.Unlock()
-	t, err := in.MintToken(ctx, user, org, ttl)
+	t, err := in.mintToken(ctx, user, org, ttl)
 	if err != nil {
 		return "", err
 	}
@@ -192,8 +192,8 @@ func (in *Instance) Token(ctx context.Context, user, org string, ttl time.Durati
 	return t, nil
 }
 
-// MintToken asks /dev/token for a fresh token (not cached).
-func (in *Instance) MintToken(ctx context.Context, user, org string, ttl time.Duration) (string, error) {
+// mintToken asks /dev/token for a fresh token (not cached).
+func (in *Instance) mintToken(ctx context.Context, user, org string, ttl time.Duration) (string, error) {
 	q := url.Values{"user": {user}, "ttl": {ttl.String()}}
 	if org != "" {
 		q.Set("org", org)
@@ -309,9 +309,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// CheckLoopbackURL accepts only http(s)/ws(s) URLs whose host is a
+// checkLoopbackURL accepts only http(s)/ws(s) URLs whose host is a
 // 127.0.0.0/8 address or localhost.
-func CheckLoopbackURL(raw string) error {
+func checkLoopbackURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("invalid URL %q: %w", raw, err)

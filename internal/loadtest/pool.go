@@ -17,16 +17,16 @@ import (
 	"github.com/firegate/firegate/wire"
 )
 
-// PoolSpec describes subscriber connections [First, First+Count) of a
+// poolSpec describes subscriber connections [First, First+Count) of a
 // population of Total spread over Targets. It is JSON so that a worker
 // process can run a share of the population.
 //
 // Connection i goes to target i%len(Targets); with j = i/len(Targets) it
 // subscribes to Feed j%Feeds, as user slot (j/Feeds)/ConnsPerUser of that
 // Feed, whose token is Targets[t].Tokens[feed][slot].
-type PoolSpec struct {
+type poolSpec struct {
 	Kind            string       `json:"kind"` // KindFiregate or a baseline kind
-	Targets         []PoolTarget `json:"targets"`
+	Targets         []poolTarget `json:"targets"`
 	Total           int          `json:"total"`
 	First           int          `json:"first"`
 	Count           int          `json:"count"`
@@ -42,14 +42,14 @@ type PoolSpec struct {
 	DocsPerFeed int `json:"docs_per_feed"`
 }
 
-// PoolTarget is one server of a PoolSpec.
-type PoolTarget struct {
+// poolTarget is one server of a poolSpec.
+type poolTarget struct {
 	WSURL  string     `json:"ws_url"`
 	Tokens [][]string `json:"tokens,omitempty"` // [feed][user slot]; firegate only
 }
 
 // assign maps a connection index to (target, feed, user slot).
-func (s *PoolSpec) assign(i int) (target, feed, slot int) {
+func (s *poolSpec) assign(i int) (target, feed, slot int) {
 	n := len(s.Targets)
 	j := i / n
 	return i % n, j % s.Feeds, (j / s.Feeds) / s.ConnsPerUser
@@ -72,7 +72,7 @@ func slotsNeeded(total, targets, feeds, perUser int) [][]int {
 	return out
 }
 
-func (s *PoolSpec) validate() error {
+func (s *poolSpec) validate() error {
 	switch {
 	case len(s.Targets) == 0:
 		return errors.New("pool needs at least one target")
@@ -106,15 +106,15 @@ func (s *PoolSpec) validate() error {
 // slow reports whether connection i is one of the non-reading ones:
 // spread evenly, so that any n consecutive connections hold
 // SlowFraction·n of them, give or take one.
-func (s *PoolSpec) slow(i int) bool {
+func (s *poolSpec) slow(i int) bool {
 	if s.SlowFraction <= 0 {
 		return false
 	}
 	return math.Floor(float64(i+1)*s.SlowFraction) > math.Floor(float64(i)*s.SlowFraction)
 }
 
-// PoolStatus is a cumulative account of a pool; JSON for workers.
-type PoolStatus struct {
+// poolStatus is a cumulative account of a pool; JSON for workers.
+type poolStatus struct {
 	Conns      int64 `json:"conns"`       // connections the pool runs
 	Ready      int64 `json:"ready"`       // subscribed and past the initial snapshot
 	Failed     int64 `json:"failed"`      // never became ready
@@ -146,7 +146,7 @@ type TargetCount struct {
 }
 
 // merge adds o into s (histograms included).
-func (s *PoolStatus) merge(o PoolStatus) {
+func (s *poolStatus) merge(o poolStatus) {
 	s.Conns += o.Conns
 	s.Ready += o.Ready
 	s.Failed += o.Failed
@@ -173,9 +173,9 @@ func (s *PoolStatus) merge(o PoolStatus) {
 		}
 		s.CloseCodes[k] += v
 	}
-	lh, ch := FromSparse(s.Latency), FromSparse(s.Connect)
-	lh.Merge(FromSparse(o.Latency))
-	ch.Merge(FromSparse(o.Connect))
+	lh, ch := fromSparse(s.Latency), fromSparse(s.Connect)
+	lh.Merge(fromSparse(o.Latency))
+	ch.Merge(fromSparse(o.Connect))
 	s.Latency, s.Connect = lh.Sparse(), ch.Sparse()
 	for _, e := range o.ErrorSamples {
 		if len(s.ErrorSamples) < maxErrorSamples {
@@ -203,10 +203,10 @@ func addInts(a, b []int64) []int64 {
 
 const maxErrorSamples = 10
 
-// Pool runs subscriber connections in this process. Its methods are safe
+// loadPool runs subscriber connections in this process. Its methods are safe
 // for concurrent use; every counter is atomic.
-type Pool struct {
-	spec   PoolSpec
+type loadPool struct {
+	spec   poolSpec
 	d      *dialer
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -228,17 +228,14 @@ type Pool struct {
 	open                                  map[*websocket.Conn]struct{}
 }
 
-// StartPool validates spec and starts its connections in the background,
-// from spec.SourceAddrs loopback source addresses. Stop ends them.
-func StartPool(ctx context.Context, spec PoolSpec) (*Pool, error) { return startPool(ctx, spec, nil) }
-
-// startPool is StartPool with a shared dialer (nil: the pool makes and
-// closes its own).
-func startPool(ctx context.Context, spec PoolSpec, d *dialer) (*Pool, error) {
+// startPool validates spec and starts its connections in the background,
+// from spec.SourceAddrs loopback source addresses (Stop ends them), with a
+// shared dialer (nil: the pool makes and closes its own).
+func startPool(ctx context.Context, spec poolSpec, d *dialer) (*loadPool, error) {
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("invalid pool: %w", err)
 	}
-	p := &Pool{spec: spec, d: d, sem: make(chan struct{}, spec.DialConcurrency), closeCodes: map[int]int64{}, open: map[*websocket.Conn]struct{}{}}
+	p := &loadPool{spec: spec, d: d, sem: make(chan struct{}, spec.DialConcurrency), closeCodes: map[int]int64{}, open: map[*websocket.Conn]struct{}{}}
 	if p.d == nil {
 		var err error
 		if p.d, err = newDialer(max(spec.SourceAddrs, 1)); err != nil {
@@ -262,11 +259,11 @@ func startPool(ctx context.Context, spec PoolSpec, d *dialer) (*Pool, error) {
 
 // Delivered is the number of writes received or found superseded so far
 // (cheap; for closed-loop writers).
-func (p *Pool) Delivered() int64 { return p.deliveries.Load() + p.skipped.Load() }
+func (p *loadPool) Delivered() int64 { return p.deliveries.Load() + p.skipped.Load() }
 
 // Status returns the pool's cumulative account so far.
-func (p *Pool) Status() PoolStatus {
-	s := PoolStatus{
+func (p *loadPool) Status() poolStatus {
+	s := poolStatus{
 		Conns: int64(p.spec.Count), Ready: p.ready.Load(), Failed: p.failed.Load(), Dropped: p.dropped.Load(),
 		Refused: p.refused.Load(), Slow: p.slow.Load(), Deliveries: p.deliveries.Load(), Stale: p.stale.Load(),
 		Skipped: p.skipped.Load(), SeqGaps: p.seqGaps.Load(), Catchups: p.catchups.Load(),
@@ -294,7 +291,7 @@ func (p *Pool) Status() PoolStatus {
 
 // track adds (or removes) a ready connection to the set Stop closes; it
 // refuses to add once the pool is stopping.
-func (p *Pool) track(ws *websocket.Conn, add bool) bool {
+func (p *loadPool) track(ws *websocket.Conn, add bool) bool {
 	p.openMu.Lock()
 	defer p.openMu.Unlock()
 	if !add {
@@ -310,7 +307,7 @@ func (p *Pool) track(ws *websocket.Conn, add bool) bool {
 
 // Stop closes every connection, waits for them and returns the final
 // account.
-func (p *Pool) Stop() PoolStatus {
+func (p *loadPool) Stop() poolStatus {
 	p.openMu.Lock()
 	p.cancel()
 	for ws := range p.open {
@@ -326,7 +323,7 @@ func (p *Pool) Stop() PoolStatus {
 	return s
 }
 
-func (p *Pool) noteErr(format string, a ...any) {
+func (p *loadPool) noteErr(format string, a ...any) {
 	p.errMu.Lock()
 	if len(p.errSamples) < maxErrorSamples {
 		p.errSamples = append(p.errSamples, fmt.Sprintf(format, a...))
@@ -334,7 +331,7 @@ func (p *Pool) noteErr(format string, a ...any) {
 	p.errMu.Unlock()
 }
 
-func (p *Pool) noteClose(code int) {
+func (p *loadPool) noteClose(code int) {
 	p.errMu.Lock()
 	p.closeCodes[code]++
 	p.errMu.Unlock()
@@ -342,7 +339,7 @@ func (p *Pool) noteClose(code int) {
 
 // conn state of one subscriber.
 type subConn struct {
-	p      *Pool
+	p      *loadPool
 	i      int
 	target int
 	feed   int
@@ -357,7 +354,7 @@ type subConn struct {
 	subbed bool
 }
 
-func (p *Pool) run(i int) {
+func (p *loadPool) run(i int) {
 	defer p.wg.Done()
 	t, f, slot := p.spec.assign(i)
 	c := &subConn{p: p, i: i, target: t, feed: f}

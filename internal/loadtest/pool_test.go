@@ -12,7 +12,7 @@ func TestAssignmentNeedsMatchSlots(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc), func(t *testing.T) {
 			need := slotsNeeded(tc.total, tc.targets, tc.feeds, tc.perUser)
-			spec := PoolSpec{Targets: make([]PoolTarget, tc.targets), Feeds: tc.feeds, ConnsPerUser: tc.perUser}
+			spec := poolSpec{Targets: make([]poolTarget, tc.targets), Feeds: tc.feeds, ConnsPerUser: tc.perUser}
 			used := map[[3]int]int{}
 			maxSlot := make([][]int, tc.targets)
 			for t := range maxSlot {
@@ -63,7 +63,7 @@ func TestSlowSpread(t *testing.T) {
 		{0, 100, 0}, {0.1, 20, 2}, {0.1, 10000, 1000}, {0.5, 7, 3}, {1, 9, 9}, {0.001, 999, 0}, {0.001, 1000, 1},
 	}
 	for _, tc := range tests {
-		s := PoolSpec{SlowFraction: tc.frac, Total: tc.total, Targets: make([]PoolTarget, 1), Feeds: 1, ConnsPerUser: 1}
+		s := poolSpec{SlowFraction: tc.frac, Total: tc.total, Targets: make([]poolTarget, 1), Feeds: 1, ConnsPerUser: 1}
 		n := 0
 		for i := 0; i < tc.total; i++ {
 			if s.slow(i) {
@@ -86,22 +86,22 @@ func TestSlowSpread(t *testing.T) {
 }
 
 func TestPoolSpecValidate(t *testing.T) {
-	good := func() PoolSpec {
-		return PoolSpec{Kind: KindFiregate, Targets: []PoolTarget{{WSURL: "ws://127.0.0.1:1", Tokens: [][]string{{"a", "b"}}}},
+	good := func() poolSpec {
+		return poolSpec{Kind: KindFiregate, Targets: []poolTarget{{WSURL: "ws://127.0.0.1:1", Tokens: [][]string{{"a", "b"}}}},
 			Total: 4, Count: 4, Feeds: 1, ConnsPerUser: 2, DocsPerFeed: 10, DialConcurrency: 1}
 	}
 	tests := []struct {
 		name string
-		mod  func(*PoolSpec)
+		mod  func(*poolSpec)
 		ok   bool
 	}{
-		{"good", func(*PoolSpec) {}, true},
-		{"no targets", func(s *PoolSpec) { s.Targets = nil }, false},
-		{"range past total", func(s *PoolSpec) { s.First = 1 }, false},
-		{"too few tokens", func(s *PoolSpec) { s.Total, s.Count = 5, 5 }, false},
-		{"no feeds", func(s *PoolSpec) { s.Feeds = 0 }, false},
-		{"baseline needs no tokens", func(s *PoolSpec) { s.Kind = KindBaseline; s.Targets[0].Tokens = nil }, true},
-		{"zero dial concurrency", func(s *PoolSpec) { s.DialConcurrency = 0 }, false},
+		{"good", func(*poolSpec) {}, true},
+		{"no targets", func(s *poolSpec) { s.Targets = nil }, false},
+		{"range past total", func(s *poolSpec) { s.First = 1 }, false},
+		{"too few tokens", func(s *poolSpec) { s.Total, s.Count = 5, 5 }, false},
+		{"no feeds", func(s *poolSpec) { s.Feeds = 0 }, false},
+		{"baseline needs no tokens", func(s *poolSpec) { s.Kind = KindBaseline; s.Targets[0].Tokens = nil }, true},
+		{"zero dial concurrency", func(s *poolSpec) { s.DialConcurrency = 0 }, false},
 	}
 	for _, tc := range tests {
 		s := good()
@@ -116,8 +116,8 @@ func TestPoolStatusMerge(t *testing.T) {
 	var h1, h2 Histogram
 	h1.Record(1000)
 	h2.Record(2000000)
-	a := PoolStatus{Conns: 2, Ready: 2, Deliveries: 5, PerTarget: []TargetCount{{1, 2}}, FeedReady: []int64{1, 1}, Latency: h1.Sparse(), CloseCodes: map[int]int64{1000: 1}}
-	b := PoolStatus{Conns: 3, Ready: 1, Deliveries: 7, PerTarget: []TargetCount{{1, 1}, {2, 3}}, FeedReady: []int64{0, 0, 4}, Latency: h2.Sparse(), CloseCodes: map[int]int64{1000: 2, 4009: 1}}
+	a := poolStatus{Conns: 2, Ready: 2, Deliveries: 5, PerTarget: []TargetCount{{1, 2}}, FeedReady: []int64{1, 1}, Latency: h1.Sparse(), CloseCodes: map[int]int64{1000: 1}}
+	b := poolStatus{Conns: 3, Ready: 1, Deliveries: 7, PerTarget: []TargetCount{{1, 1}, {2, 3}}, FeedReady: []int64{0, 0, 4}, Latency: h2.Sparse(), CloseCodes: map[int]int64{1000: 2, 4009: 1}}
 	a.merge(b)
 	if a.Conns != 5 || a.Ready != 3 || a.Deliveries != 12 {
 		t.Fatalf("merged counters: %+v", a)
@@ -131,7 +131,7 @@ func TestPoolStatusMerge(t *testing.T) {
 	if a.CloseCodes[1000] != 3 || a.CloseCodes[4009] != 1 {
 		t.Fatalf("close codes: %v", a.CloseCodes)
 	}
-	if FromSparse(a.Latency).Count() != 2 {
-		t.Fatalf("latency count: %d", FromSparse(a.Latency).Count())
+	if fromSparse(a.Latency).Count() != 2 {
+		t.Fatalf("latency count: %d", fromSparse(a.Latency).Count())
 	}
 }

@@ -17,9 +17,9 @@ import (
 // every Linux architecture Go supports.
 const clockTicks = 100
 
-// ProcCPU returns the CPU time (user + system, all threads) a process has
+// procCPU returns the CPU time (user + system, all threads) a process has
 // used, from /proc/PID/stat.
-func ProcCPU(pid int) (time.Duration, error) {
+func procCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, fmt.Errorf("failed to read CPU time of pid %d: %w", pid, err)
@@ -48,9 +48,9 @@ func parseProcStat(b []byte) (time.Duration, error) {
 	return time.Duration(u+s) * time.Second / clockTicks, nil
 }
 
-// ProcRSS returns a process's resident set size in bytes (VmRSS of
+// procRSS returns a process's resident set size in bytes (VmRSS of
 // /proc/PID/status).
-func ProcRSS(pid int) (int64, error) {
+func procRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("failed to read RSS of pid %d: %w", pid, err)
@@ -71,8 +71,8 @@ func ProcRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
 
-// SelfCPU is the CPU time this process has used.
-func SelfCPU() time.Duration {
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
@@ -80,9 +80,9 @@ func SelfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// RaiseNoFile raises this process's RLIMIT_NOFILE soft limit to the hard
+// raiseNoFile raises this process's RLIMIT_NOFILE soft limit to the hard
 // limit and returns the new soft limit.
-func RaiseNoFile() (uint64, error) {
+func raiseNoFile() (uint64, error) {
 	var r syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
 		return 0, fmt.Errorf("failed to read RLIMIT_NOFILE: %w", err)
@@ -106,8 +106,8 @@ type Machine struct {
 	NoFile    uint64 `json:"nofile_limit"`
 }
 
-// DescribeMachine reads /proc for the machine description.
-func DescribeMachine() Machine {
+// describeMachine reads /proc for the machine description.
+func describeMachine() Machine {
 	m := Machine{NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

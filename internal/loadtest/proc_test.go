@@ -37,7 +37,7 @@ func TestProcOfSelf(t *testing.T) {
 	testkit.CheckFor(t, time.Minute, time.Millisecond, func() error {
 		for x, start := 0, time.Now(); time.Since(start) < 5*time.Millisecond; x++ {
 		}
-		cpu, err := ProcCPU(os.Getpid())
+		cpu, err := procCPU(os.Getpid())
 		if err != nil {
 			return testkit.Stop(err)
 		}
@@ -46,27 +46,27 @@ func TestProcOfSelf(t *testing.T) {
 		}
 		return nil
 	})
-	rss, err := ProcRSS(os.Getpid())
+	rss, err := procRSS(os.Getpid())
 	if err != nil || rss < 1<<20 {
 		t.Fatalf("ProcRSS(self) = %v, %v", rss, err)
 	}
-	if _, err := ProcCPU(-1); err == nil {
+	if _, err := procCPU(-1); err == nil {
 		t.Fatal("ProcCPU(-1) succeeded")
 	}
-	if _, err := ProcRSS(-1); err == nil {
+	if _, err := procRSS(-1); err == nil {
 		t.Fatal("ProcRSS(-1) succeeded")
 	}
-	if SelfCPU() <= 0 {
+	if selfCPU() <= 0 {
 		t.Fatal("SelfCPU is zero")
 	}
 }
 
 func TestRaiseNoFileAndMachine(t *testing.T) {
-	n, err := RaiseNoFile()
+	n, err := raiseNoFile()
 	if err != nil || n == 0 {
 		t.Fatalf("RaiseNoFile = %d, %v", n, err)
 	}
-	m := DescribeMachine()
+	m := describeMachine()
 	if m.NumCPU < 1 || m.MemTotal <= 0 || m.GoVersion == "" || m.NoFile != n {
 		t.Fatalf("machine = %+v (nofile want %d)", m, n)
 	}

@@ -13,19 +13,19 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Samples are the samples of one Prometheus text exposition, keyed by
+// metricSamples are the samples of one Prometheus text exposition, keyed by
 // series: the metric name, then its labels sorted by name in canonical
 // form (`name{a="x",b="y"}`; a series without labels is just the name).
 // A histogram h is flattened as the text format shows it: h_bucket{le=…}
 // (cumulative), h_sum and h_count; a summary s as s{quantile=…}, s_sum
 // and s_count.
-type Samples map[string]float64
+type metricSamples map[string]float64
 
-// ParseExposition parses the Prometheus text format (version 0.0.4) as the
+// parseExposition parses the Prometheus text format (version 0.0.4) as the
 // gateway's /metrics serves it, with prometheus/common's expfmt; timestamps
 // are ignored; a missing final newline is tolerated. A malformed
 // exposition is an error naming the line.
-func ParseExposition(b []byte) (Samples, error) {
+func parseExposition(b []byte) (metricSamples, error) {
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		b = append(b[:len(b):len(b)], '\n')
 	}
@@ -34,7 +34,7 @@ func ParseExposition(b []byte) (Samples, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to parse the exposition: %w", err)
 	}
-	out := Samples{}
+	out := metricSamples{}
 	for name, mf := range mfs {
 		for _, m := range mf.GetMetric() {
 			labels := make([][2]string, 0, len(m.GetLabel())+1)
@@ -150,7 +150,7 @@ func seriesKey(name string, labels [][2]string) string {
 
 // Get returns the sample of name with the given label pairs
 // ("label", "value", ...), and whether it exists.
-func (s Samples) Get(name string, labelPairs ...string) (float64, bool) {
+func (s metricSamples) Get(name string, labelPairs ...string) (float64, bool) {
 	var labels [][2]string
 	for i := 0; i+1 < len(labelPairs); i += 2 {
 		labels = append(labels, [2]string{labelPairs[i], labelPairs[i+1]})
@@ -160,17 +160,17 @@ func (s Samples) Get(name string, labelPairs ...string) (float64, bool) {
 }
 
 // Value is Get without the presence flag (0 when absent).
-func (s Samples) Value(name string, labelPairs ...string) float64 {
+func (s metricSamples) Value(name string, labelPairs ...string) float64 {
 	v, _ := s.Get(name, labelPairs...)
 	return v
 }
 
-// BucketQuantile estimates quantile q of the observations a Prometheus
+// bucketQuantile estimates quantile q of the observations a Prometheus
 // histogram (name, without the _bucket suffix) gained between two
 // scrapes: the upper bound of the first bucket whose cumulative count
 // reaches q of the total. ok is false when the histogram is absent or
 // gained nothing; +Inf is returned when q falls in the last bucket.
-func BucketQuantile(before, after Samples, name string, q float64) (float64, bool) {
+func bucketQuantile(before, after metricSamples, name string, q float64) (float64, bool) {
 	type bucket struct{ le, n float64 }
 	var bs []bucket
 	prefix := name + `_bucket{le="`

@@ -20,7 +20,7 @@ inf_metric -Inf
 `
 
 func TestParseExposition(t *testing.T) {
-	s, err := ParseExposition([]byte(sampleExposition))
+	s, err := parseExposition([]byte(sampleExposition))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ lat_seconds_bucket{op="a",le="+Inf"} 8
 lat_seconds_sum{op="a"} 0.42
 lat_seconds_count{op="a"} 8
 `
-	s, err := ParseExposition([]byte(in))
+	s, err := parseExposition([]byte(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,8 +104,8 @@ func TestParseExpositionErrors(t *testing.T) {
 		"# TYPE m counter\nm 1\n# TYPE m gauge\nm 2", // two types for one name
 	}
 	for _, in := range tests {
-		if _, err := ParseExposition([]byte(in)); err == nil {
-			t.Errorf("ParseExposition(%.40q) accepted", in)
+		if _, err := parseExposition([]byte(in)); err == nil {
+			t.Errorf("parseExposition(%.40q) accepted", in)
 		}
 	}
 }
@@ -115,13 +115,13 @@ func FuzzParseExposition(f *testing.F) {
 	f.Add([]byte(`m{a="\\"} 1`))
 	f.Add([]byte("a 1\nb{c=\"d\"} 2\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := ParseExposition(b)
+		s, err := parseExposition(b)
 		if err != nil {
 			return
 		}
 		// Every key re-parses to itself: keys are canonical.
 		for k, v := range s {
-			s2, err := ParseExposition([]byte(k + " 1"))
+			s2, err := parseExposition([]byte(k + " 1"))
 			if err != nil {
 				t.Fatalf("key %q does not re-parse: %v", k, err)
 			}
@@ -135,8 +135,8 @@ func FuzzParseExposition(f *testing.F) {
 
 func TestBucketQuantile(t *testing.T) {
 	const h = "lat_seconds"
-	mk := func(c1, c2, c3, inf float64) Samples {
-		return Samples{
+	mk := func(c1, c2, c3, inf float64) metricSamples {
+		return metricSamples{
 			h + `_bucket{le="0.001"}`: c1, h + `_bucket{le="0.01"}`: c2, h + `_bucket{le="0.1"}`: c3, h + `_bucket{le="+Inf"}`: inf,
 			h + "_count": inf,
 		}
@@ -150,15 +150,15 @@ func TestBucketQuantile(t *testing.T) {
 		{0.1, 0.001}, {0.45, 0.001}, {0.46, 0.01}, {0.9, 0.01}, {0.909, 0.1}, {0.99, math.Inf(1)}, {1, math.Inf(1)},
 	}
 	for _, tc := range tests {
-		got, ok := BucketQuantile(before, after, h, tc.q)
+		got, ok := bucketQuantile(before, after, h, tc.q)
 		if !ok || got != tc.want {
 			t.Errorf("q %v = %v %v, want %v", tc.q, got, ok, tc.want)
 		}
 	}
-	if _, ok := BucketQuantile(before, before, h, 0.5); ok {
+	if _, ok := bucketQuantile(before, before, h, 0.5); ok {
 		t.Error("no observations must give ok=false")
 	}
-	if _, ok := BucketQuantile(before, after, "absent", 0.5); ok {
+	if _, ok := bucketQuantile(before, after, "absent", 0.5); ok {
 		t.Error("absent histogram must give ok=false")
 	}
 }

@@ -14,7 +14,7 @@ func testReport() *Report {
 		h.Record(time.Duration(i) * time.Millisecond)
 	}
 	lat := h.Summary()
-	r := &Report{Machine: DescribeMachine(), StartedAt: time.Now(), Command: "firegate-loadtest <script>", RunID: "x"}
+	r := &Report{Machine: describeMachine(), StartedAt: time.Now(), Command: "firegate-loadtest <script>", RunID: "x"}
 	r.Runs = []*RunResult{
 		{Scenario: ScenarioHold, Target: KindFiregate, Total: InstanceResult{Name: "total", RSSPerConn: 20000, HeapPerConn: 9000, GoroutinesPerConn: 1}},
 		{Scenario: ScenarioHold, Target: KindBaseline, Total: InstanceResult{Name: "total", RSSPerConn: 25000, HeapPerConn: 10000, GoroutinesPerConn: 2}},

@@ -43,10 +43,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if _, err := RaiseNoFile(); err != nil {
+	if _, err := raiseNoFile(); err != nil {
 		cfg.Logger.Warn("could not raise the open-files limit", "err", err)
 	}
-	r := &runner{cfg: cfg, run: randomID(), report: &Report{Machine: DescribeMachine(), StartedAt: time.Now().UTC(), Command: strings.Join(os.Args, " ")}}
+	r := &runner{cfg: cfg, run: randomID(), report: &Report{Machine: describeMachine(), StartedAt: time.Now().UTC(), Command: strings.Join(os.Args, " ")}}
 	r.report.RunID = r.run
 	r.pad = padFor(r.run, cfg.Payload)
 	defer r.close()
@@ -134,7 +134,7 @@ func (r *runner) setup(ctx context.Context) error {
 		r.emuHost, r.emuPID = r.emu.Host, r.emu.Pid()
 	}
 	if r.emuHost != "" && r.cfg.needsWriter() {
-		r.writer, err = NewWriter(ctx, r.emuHost, r.cfg.ProjectID, r.run, r.cfg.Feeds, r.cfg.DocsPerFeed, r.pad)
+		r.writer, err = newWriter(ctx, r.emuHost, r.cfg.ProjectID, r.run, r.cfg.Feeds, r.cfg.DocsPerFeed, r.pad)
 		if err != nil {
 			return err
 		}
@@ -229,8 +229,8 @@ func (r *runner) instances(ctx context.Context, kind string) ([]*Instance, func(
 
 // poolTargets mints the tokens a population of total connections over
 // feeds needs (Firegate), or names the broadcasters (baseline).
-func (r *runner) poolTargets(ctx context.Context, insts []*Instance, total, feeds int) ([]PoolTarget, error) {
-	out := make([]PoolTarget, len(insts))
+func (r *runner) poolTargets(ctx context.Context, insts []*Instance, total, feeds int) ([]poolTarget, error) {
+	out := make([]poolTarget, len(insts))
 	for i, in := range insts {
 		out[i].WSURL = in.WSURL()
 	}
@@ -278,7 +278,7 @@ func (r *runner) poolTargets(ctx context.Context, insts []*Instance, total, feed
 
 // startPools runs spec's population, in this process or, beyond
 // ConnsPerProcess, in worker processes.
-func (r *runner) startPools(ctx context.Context, spec PoolSpec) (poolRunner, error) {
+func (r *runner) startPools(ctx context.Context, spec poolSpec) (poolRunner, error) {
 	if spec.Count <= r.cfg.ConnsPerProcess {
 		return startPool(ctx, spec, r.d)
 	}
@@ -298,7 +298,7 @@ func expectedFeeds(total, targets, feeds int) []int {
 
 // waitReady polls the pool until every connection is ready or failed, or
 // timeout passes (the sampler prints progress meanwhile).
-func (r *runner) waitReady(ctx context.Context, p poolRunner, timeout time.Duration) PoolStatus {
+func (r *runner) waitReady(ctx context.Context, p poolRunner, timeout time.Duration) poolStatus {
 	deadline := time.Now().Add(timeout)
 	for {
 		st := p.Status()

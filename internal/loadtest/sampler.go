@@ -11,9 +11,9 @@ import (
 // poolRunner is a subscriber population running in this process (*Pool)
 // or in worker processes.
 type poolRunner interface {
-	Status() PoolStatus
+	Status() poolStatus
 	Delivered() int64
-	Stop() PoolStatus
+	Stop() poolStatus
 }
 
 // counterDeltas are the gateway counters whose growth a run reports per
@@ -41,9 +41,9 @@ type instSnap struct {
 	at      time.Time
 	cpu     time.Duration
 	rss     int64
-	mem     MemInfo
+	mem     memInfo
 	memOK   bool
-	metrics Samples
+	metrics metricSamples
 }
 
 // snap reads an instance's CPU, RSS, metrics and (withMem: after a GC)
@@ -168,7 +168,7 @@ func (s *sampler) sample(ctx context.Context) {
 			smp.DeliveriesPerS = float64(st.Deliveries-s.lastDeliv) / now.Sub(s.lastT).Seconds()
 		}
 		s.lastDeliv, s.lastT = st.Deliveries, now
-		smp.P99MS = ms(FromSparse(st.Latency).Quantile(0.99))
+		smp.P99MS = ms(fromSparse(st.Latency).Quantile(0.99))
 		line += fmt.Sprintf(" conns %d/%d (failed %d, dropped %d)  deliveries/s %s  p99 %.1fms", st.Ready, st.Conns, st.Failed, st.Dropped, human(smp.DeliveriesPerS), smp.P99MS)
 	}
 	if len(feeds) > 0 {

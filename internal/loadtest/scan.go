@@ -8,15 +8,15 @@ import (
 	"github.com/firegate/firegate/wire"
 )
 
-// MarkField is the document field the writers put on every document they
+// markField is the document field the writers put on every document they
 // commit: "<w>:<sent_ns>", the write's sequence number within its Feed and
 // the wall clock (Unix ns) just before the commit. Receivers find it in a
 // frame without decoding the whole frame.
-const MarkField = "ltm"
+const markField = "ltm"
 
 var (
 	typePrefix = []byte(`{"type":"`)
-	markKey    = []byte(`"` + MarkField + `":"`)
+	markKey    = []byte(`"` + markField + `":"`)
 	seqKey     = []byte(`"seq":`)
 	finalTrue  = []byte(`"final":true}`)
 )

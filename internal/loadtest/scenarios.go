@@ -22,9 +22,9 @@ func poolKind(kind string) string {
 	return KindBaseline
 }
 
-func (r *runner) spec(kind string, targets []PoolTarget, total int, slow float64) PoolSpec {
-	return PoolSpec{
-		Kind: poolKind(kind), Targets: targets, Total: total, Count: total, Feeds: r.cfg.Feeds, Collection: Collection,
+func (r *runner) spec(kind string, targets []poolTarget, total int, slow float64) poolSpec {
+	return poolSpec{
+		Kind: poolKind(kind), Targets: targets, Total: total, Count: total, Feeds: r.cfg.Feeds, Collection: loadCollection,
 		ConnsPerUser: r.cfg.ConnsPerUser, SourceAddrs: r.cfg.SourceAddrs, DialConcurrency: r.cfg.DialConcurrency,
 		SlowFraction: slow, DocsPerFeed: r.cfg.DocsPerFeed,
 	}
@@ -76,7 +76,7 @@ func (r *runner) hold(ctx context.Context, kind string) error {
 	final := p.Stop()
 	res.DurationS = round3(time.Since(start).Seconds())
 	res.Conns, res.Ready, res.Failed, res.Dropped = final.Conns, st.Ready, final.Failed, final.Dropped
-	cs := FromSparse(final.Connect).Summary()
+	cs := fromSparse(final.Connect).Summary()
 	res.Connect = &cs
 	exp := expectedFeeds(cfg.Conns, len(insts), cfg.Feeds)
 	for i, in := range insts {
@@ -214,7 +214,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 		}
 		res.Writes = ws.Total()
 		res.WritesPerS = round3(float64(res.Writes) / ws.ElapsedS)
-		cl := FromSparse(ws.Commit).Summary()
+		cl := fromSparse(ws.Commit).Summary()
 		cl.Curve = nil
 		res.CommitLatency = &cl
 		for _, e := range ws.ErrorSamples {
@@ -279,9 +279,9 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	if window > 0 {
 		res.DeliveriesPerS = round3(float64(res.Deliveries) / window)
 	}
-	lat := FromSparse(final.Latency).Summary()
+	lat := fromSparse(final.Latency).Summary()
 	res.Latency = &lat
-	cs := FromSparse(final.Connect).Summary()
+	cs := fromSparse(final.Connect).Summary()
 	cs.Curve = nil
 	res.Connect = &cs
 	exp := expectedFeeds(cfg.Subscribers, len(insts), cfg.Feeds)
@@ -350,7 +350,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 // loadCPU is the load generator's CPU time: this process and its
 // worker processes.
 func loadCPU(p poolRunner) time.Duration {
-	d := SelfCPU()
+	d := selfCPU()
 	if ws, ok := p.(*workerSet); ok {
 		d += ws.CPU()
 	}
@@ -359,7 +359,7 @@ func loadCPU(p poolRunner) time.Duration {
 
 // populationCounts counts, per target and Feed, the reading (not slow)
 // connections of spec's whole population.
-func populationCounts(spec PoolSpec) [][]int64 {
+func populationCounts(spec poolSpec) [][]int64 {
 	out := make([][]int64, len(spec.Targets))
 	for t := range out {
 		out[t] = make([]int64, spec.Feeds)
@@ -379,7 +379,7 @@ func (r *runner) emuCPU() (time.Duration, bool) {
 	if r.emuPID == 0 {
 		return 0, false
 	}
-	d, err := ProcCPU(r.emuPID)
+	d, err := procCPU(r.emuPID)
 	return d, err == nil
 }
 
@@ -411,8 +411,8 @@ func runBroadcast(ctx context.Context, in *Instance, o baseline.RunConfig) (base
 // stagesOf reads the gateway's stage histograms over a run, all
 // instances together; nil when they are absent.
 func stagesOf(a, b []instSnap) *Stages {
-	sum := func(ss []instSnap) Samples {
-		out := Samples{}
+	sum := func(ss []instSnap) metricSamples {
+		out := metricSamples{}
 		for _, s := range ss {
 			for k, v := range s.metrics {
 				out[k] += v
@@ -422,7 +422,7 @@ func stagesOf(a, b []instSnap) *Stages {
 	}
 	sa, sb := sum(a), sum(b)
 	q := func(name string, p float64) (float64, bool) {
-		v, ok := BucketQuantile(sa, sb, name, p)
+		v, ok := bucketQuantile(sa, sb, name, p)
 		if math.IsInf(v, 1) {
 			v = 10 // above the top finite bucket (10 s); JSON has no +Inf
 		}

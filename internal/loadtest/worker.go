@@ -45,11 +45,11 @@ func MaybeRunChild() {
 // statusInterval is how often a worker reports.
 const statusInterval = 500 * time.Millisecond
 
-// runPoolChild reads a PoolSpec (one JSON line) from in, runs it, writes
+// runPoolChild reads a poolSpec (one JSON line) from in, runs it, writes
 // a PoolStatus JSON line to out every statusInterval, and on "stop" or
 // the end of in stops the pool and writes the final status.
 func runPoolChild(ctx context.Context, in io.Reader, out io.Writer) error {
-	if _, err := RaiseNoFile(); err != nil {
+	if _, err := raiseNoFile(); err != nil {
 		return err
 	}
 	br := bufio.NewReaderSize(in, 1<<20)
@@ -57,17 +57,17 @@ func runPoolChild(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err != nil && len(line) == 0 {
 		return fmt.Errorf("failed to read the pool spec: %w", err)
 	}
-	var spec PoolSpec
+	var spec poolSpec
 	if err := json.Unmarshal(line, &spec); err != nil {
 		return fmt.Errorf("failed to decode the pool spec: %w", err)
 	}
-	p, err := StartPool(ctx, spec)
+	p, err := startPool(ctx, spec, nil)
 	if err != nil {
 		return err
 	}
 	var mu sync.Mutex // serializes writes to out
 	enc := json.NewEncoder(out)
-	write := func(s PoolStatus) error {
+	write := func(s poolStatus) error {
 		mu.Lock()
 		defer mu.Unlock()
 		return enc.Encode(s)
@@ -108,8 +108,8 @@ type remotePool struct {
 	done  chan struct{}
 
 	mu    sync.Mutex // guards last and final
-	last  PoolStatus
-	final *PoolStatus
+	last  poolStatus
+	final *poolStatus
 }
 
 // workerSet runs a population in worker processes.
@@ -119,7 +119,7 @@ type workerSet struct {
 
 // startWorkers splits spec into shares of at most per connections, each
 // run by a worker process (this executable in the "pool" role).
-func startWorkers(ctx context.Context, spec PoolSpec, per int, logTo io.Writer) (*workerSet, error) {
+func startWorkers(ctx context.Context, spec poolSpec, per int, logTo io.Writer) (*workerSet, error) {
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("invalid pool: %w", err)
 	}
@@ -141,10 +141,10 @@ func startWorkers(ctx context.Context, spec PoolSpec, per int, logTo io.Writer) 
 	return ws, nil
 }
 
-func startRemote(exe string, spec PoolSpec, logTo io.Writer) (*remotePool, error) {
+func startRemote(exe string, spec poolSpec, logTo io.Writer) (*remotePool, error) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), envRole+"=pool")
-	rp := &remotePool{cmd: cmd, out: &tailBuffer{max: 16 << 10}, done: make(chan struct{}), last: PoolStatus{Conns: int64(spec.Count)}}
+	rp := &remotePool{cmd: cmd, out: &tailBuffer{max: 16 << 10}, done: make(chan struct{}), last: poolStatus{Conns: int64(spec.Count)}}
 	var errw io.Writer = rp.out
 	if logTo != nil {
 		errw = io.MultiWriter(rp.out, logTo)
@@ -173,7 +173,7 @@ func startRemote(exe string, spec PoolSpec, logTo io.Writer) (*remotePool, error
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
 		for sc.Scan() {
-			var s PoolStatus
+			var s poolStatus
 			if json.Unmarshal(sc.Bytes(), &s) != nil {
 				continue
 			}
@@ -189,14 +189,14 @@ func startRemote(exe string, spec PoolSpec, logTo io.Writer) (*remotePool, error
 	return rp, nil
 }
 
-func (rp *remotePool) status() PoolStatus {
+func (rp *remotePool) status() poolStatus {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	return rp.last
 }
 
 // stop asks the worker to stop and waits for its final status.
-func (rp *remotePool) stop() (PoolStatus, error) {
+func (rp *remotePool) stop() (poolStatus, error) {
 	_, _ = io.WriteString(rp.stdin, "stop\n")
 	_ = rp.stdin.Close()
 	select {
@@ -214,8 +214,8 @@ func (rp *remotePool) stop() (PoolStatus, error) {
 }
 
 // Status merges the workers' latest statuses.
-func (w *workerSet) Status() PoolStatus {
-	var s PoolStatus
+func (w *workerSet) Status() poolStatus {
+	var s poolStatus
 	for _, rp := range w.pools {
 		s.merge(rp.status())
 	}
@@ -236,7 +236,7 @@ func (w *workerSet) Delivered() int64 {
 func (w *workerSet) CPU() time.Duration {
 	var d time.Duration
 	for _, rp := range w.pools {
-		if c, err := ProcCPU(rp.cmd.Process.Pid); err == nil {
+		if c, err := procCPU(rp.cmd.Process.Pid); err == nil {
 			d += c
 		}
 	}
@@ -244,8 +244,8 @@ func (w *workerSet) CPU() time.Duration {
 }
 
 // Stop stops every worker and merges their final statuses.
-func (w *workerSet) Stop() PoolStatus {
-	var s PoolStatus
+func (w *workerSet) Stop() poolStatus {
+	var s poolStatus
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, rp := range w.pools {

@@ -16,9 +16,9 @@ import (
 	"github.com/firegate/firegate/wire"
 )
 
-// Collection is where the load tool's documents live: the dev policy's
+// loadCollection is where the load tool's documents live: the dev policy's
 // org-scoped `tasks` (scope field org_id; the filter needs visibility).
-const Collection = "tasks"
+const loadCollection = "tasks"
 
 // feedOrg is the organization of Feed f in run run: one org per Feed, so
 // every Feed is a distinct (org, query) and a run never sees another's
@@ -39,7 +39,7 @@ func docID(run string, f, k int) string {
 // encodes it): the scope field, the field the dev policy's filter reads,
 // the mark and padding.
 func docData(org string, w, sentNS int64, padding string) map[string]any {
-	return map[string]any{"org_id": org, "visibility": "public", MarkField: formatMark(w, sentNS), "pad": padding}
+	return map[string]any{"org_id": org, "visibility": "public", markField: formatMark(w, sentNS), "pad": padding}
 }
 
 func padString(n int) string { return strings.Repeat("x", n) }
@@ -50,7 +50,7 @@ func padFor(run string, payload int) int {
 	now := time.Now()
 	data, _ := json.Marshal(docData(feedOrg(run, 99), 123456, now.UnixNano(), ""))
 	id := docID(run, 99, 9)
-	f := wire.ChangesFrame(123456, now, []wire.Change{{Kind: wire.KindModified, ID: id, Path: Collection + "/" + id, Data: data, UpdateTime: now.UTC().Format(time.RFC3339Nano)}})
+	f := wire.ChangesFrame(123456, now, []wire.Change{{Kind: wire.KindModified, ID: id, Path: loadCollection + "/" + id, Data: data, UpdateTime: now.UTC().Format(time.RFC3339Nano)}})
 	return max(payload-f.Len(len(quotedS1)), 0)
 }
 
@@ -84,10 +84,10 @@ type Writer struct {
 	padding string
 }
 
-// NewWriter connects to the emulator at emulatorHost (it sets
+// newWriter connects to the emulator at emulatorHost (it sets
 // FIRESTORE_EMULATOR_HOST for this process, as the client library reads
 // it from the environment).
-func NewWriter(ctx context.Context, emulatorHost, project, run string, feeds, docsPerFeed, pad int) (*Writer, error) {
+func newWriter(ctx context.Context, emulatorHost, project, run string, feeds, docsPerFeed, pad int) (*Writer, error) {
 	if err := checkLoopbackHost(emulatorHost); err != nil {
 		return nil, fmt.Errorf("emulator host: %w", err)
 	}
@@ -105,7 +105,7 @@ func (w *Writer) Close() error { return w.client.Close() }
 // Write commits write number seq of Feed f now.
 func (w *Writer) Write(ctx context.Context, f int, seq int64) error {
 	id := docID(w.run, f, int(seq%int64(w.docs)))
-	_, err := w.client.Collection(Collection).Doc(id).Set(ctx, docData(feedOrg(w.run, f), seq, time.Now().UnixNano(), w.padding))
+	_, err := w.client.Collection(loadCollection).Doc(id).Set(ctx, docData(feedOrg(w.run, f), seq, time.Now().UnixNano(), w.padding))
 	return err
 }
 
