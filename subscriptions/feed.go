@@ -96,9 +96,16 @@ func newFeed(h *Hub, spec FeedSpec) *feed {
 		visible: make(map[string]*feedDoc),
 		replay:  newReplayRing(h.cfg.ReplayCount, h.cfg.ReplayAge),
 	}
+	f.setEpoch(f.epoch)
+	return f
+}
+
+// setEpoch sets the Feed's epoch (a fleet-wide one in fleet mode) before
+// the Feed is published to the registry.
+func (f *feed) setEpoch(epoch string) {
+	f.epoch = epoch
 	f.subscribed = &Message{Frame: wire.SubscribedFrame(f.epoch, false)}
 	f.subscribedRes = &Message{Frame: wire.SubscribedFrame(f.epoch, true)}
-	return f
 }
 
 // newFeedEpoch returns 8 random bytes, base64url without padding.
@@ -125,10 +132,16 @@ func (f *feed) run() {
 			return
 		}
 		h.listeners.Add(1)
-		h.m.ListenersStarted.Inc()
 		emitted.Store(false)
 		start := h.now()
-		err := h.src.Listen(f.ctx, f.spec.Query, emit)
+		var err error
+		if fs, ok := h.src.(FleetSource); ok {
+			// The fleet source counts the Firestore listeners it starts.
+			err = fs.ListenFeed(f.ctx, fleetFeed{f}, emit)
+		} else {
+			h.m.ListenersStarted.Inc()
+			err = h.src.Listen(f.ctx, f.spec.Query, emit)
+		}
 		if f.ctx.Err() != nil {
 			return
 		}
@@ -191,6 +204,10 @@ func (f *feed) onSnapshot(s *Snapshot) {
 	if s.Reset {
 		m.UpstreamChanges.Add(float64(len(s.Docs)))
 		if !f.ready {
+			if s.Seq != 0 { // a fleet mirror starts at the owner's position
+				f.seq = s.Seq
+				f.seedReplay(s.History)
+			}
 			f.initialize(s.Docs)
 			return
 		}
@@ -211,10 +228,31 @@ func (f *feed) onSnapshot(s *Snapshot) {
 	if dups > 0 {
 		m.DuplicatesSuppr.Add(float64(dups))
 	}
+	next := f.seq + 1
+	if s.Seq != 0 && s.Seq != next {
+		// A fleet position that is not the next seq: a mirror resynced from
+		// its owner, or a Feed leaving the fleet's numbering (degraded).
+		// Seq never goes back: a lower one keeps the local numbering. This
+		// message is not a step from every earlier seq, so the replay
+		// buffer restarts at it (an older resume gets a snapshot).
+		if s.Seq < next && len(f.scratch) == 0 {
+			return // a stale position that changed nothing
+		}
+		if s.Seq > next {
+			next = s.Seq
+		}
+		f.replay = newReplayRing(f.hub.cfg.ReplayCount, f.hub.cfg.ReplayAge)
+		f.replay.base = next
+		if len(f.scratch) == 0 {
+			f.seq = next
+			f.snapCache = nil
+			return
+		}
+	}
 	if len(f.scratch) == 0 {
 		return
 	}
-	f.seq++
+	f.seq = next
 	f.snapCache = nil
 	msg := &Message{
 		Frame:      wire.ChangesFrame(f.seq, s.ReadTime, f.scratch),
@@ -224,6 +262,9 @@ func (f *feed) onSnapshot(s *Snapshot) {
 	e := f.replay.add(f.seq, f.hub.now())
 	for i := range f.scratch {
 		e.changes = append(e.changes, replayChange{id: f.scratch[i].ID, path: f.scratch[i].Path, kind: feedKindOf(f.scratch[i].Kind)})
+	}
+	if s.Published != nil {
+		s.Published(f.seq, s.ReadTime, f.scratch)
 	}
 	clear(f.scratch) // do not pin document data until the next snapshot
 	f.scratch = f.scratch[:0]
@@ -264,6 +305,15 @@ func (f *feed) initialize(docs []Document) {
 			fs.s.moveBase = nil
 			fs.sub.Deliver(f.moveDiff(base), true)
 			continue
+		}
+		if r := fs.s.resume; r != nil {
+			fs.s.resume = nil
+			if f.replay.covers(r.Seq, f.seq, f.hub.now()) {
+				fs.sub.Deliver(f.subscribedRes, false)
+				fs.sub.Deliver(f.netChange(r.Seq), true)
+				continue
+			}
+			fs.sub.Deliver(f.subscribed, false)
 		}
 		feedDeliverChunks(fs.sub, f.snapshot())
 	}
@@ -512,6 +562,13 @@ func (f *feed) attach(sub Subscriber, resume *wire.Resume, base moveBase) (*Subs
 		return s, nil
 	}
 	if !f.ready {
+		if resume != nil && resume.Epoch == f.epoch {
+			// A fleet Feed opened on this instance has an epoch that
+			// existed before it: the resume is decided once the Feed has
+			// its state (its replay buffer comes with it).
+			s.resume = resume
+			return s, nil
+		}
 		sub.Deliver(f.subscribed, false) // the snapshot follows the first Reset
 		return s, nil
 	}
@@ -539,6 +596,7 @@ func (f *feed) removeSub(s *Subscription) {
 	f.subs = f.subs[:last]
 	s.idx = -1
 	s.moveBase = nil
+	s.resume = nil
 }
 
 // detachAll detaches every subscriber (delivering m to each first when m is
@@ -547,6 +605,7 @@ func (f *feed) detachAll(m *Message) {
 	for i := range f.subs {
 		f.subs[i].s.idx = -1
 		f.subs[i].s.moveBase = nil
+		f.subs[i].s.resume = nil
 		if m != nil {
 			f.subs[i].sub.Deliver(m, false)
 		}
@@ -572,6 +631,10 @@ type Subscription struct {
 	// Feed's first Reset (its diff is then built from it); nil otherwise.
 	// Guarded by f.mu.
 	moveBase moveBase
+	// resume is a resume naming the epoch of a Feed that has not had its
+	// first Reset yet (fleet mode): `subscribed` and the catch-up or
+	// snapshot wait for it. Guarded by f.mu.
+	resume *wire.Resume
 }
 
 // Epoch returns the Feed's epoch (what a client passes back in resume).

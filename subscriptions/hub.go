@@ -254,8 +254,11 @@ func (h *Hub) shardFor(key string) *hubShard {
 // the snapshot (chunks carrying the Feed's current seq, final on the last;
 // an empty result is one chunk with no docs). The first message after
 // `subscribed` carries catchUp=true. If the Feed has not received its first
-// upstream snapshot yet, the snapshot follows as soon as it arrives. These
-// deliveries may happen before Subscribe returns.
+// upstream snapshot yet, the snapshot follows as soon as it arrives; a
+// resume naming such a Feed's epoch (fleet mode: the epoch is fleet-wide)
+// waits for it too, `subscribed` included, and is then decided as above
+// against the replay buffer the Feed starts with. These deliveries may
+// happen before Subscribe returns.
 //
 // Joining an existing Feed is never limited; a new Feed past MaxFeeds or
 // MaxFeedsPerTenant is refused with a *LimitError. If the Feed was just
@@ -363,8 +366,17 @@ type tenantUser struct{ tenant, user string }
 // When a cap refuses a new Feed, lingering Feeds that hold what the cap
 // counts are evicted, oldest lingering first, before it gives up.
 func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
+	epoch := ""
+	if fs, ok := h.src.(FleetSource); ok {
+		// Fleet mode: the epoch comes from the fleet, asked with no lock
+		// held and only for a Feed this instance does not have yet.
+		if f, err := h.join(spec.Key); f != nil || err != nil {
+			return f, err
+		}
+		epoch = fs.FeedEpoch(spec.Key)
+	}
 	for evicted := 0; ; evicted++ {
-		f, err := h.tryAcquire(spec)
+		f, err := h.tryAcquire(spec, epoch)
 		var le *LimitError
 		if !errors.As(err, &le) || evicted >= maxEvictions || !h.evictLingering(spec, le.Limit) {
 			return f, err
@@ -372,8 +384,9 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 	}
 }
 
-// tryAcquire is one attempt of acquire, under the key's shard lock.
-func (h *Hub) tryAcquire(spec FeedSpec) (*feed, error) {
+// tryAcquire is one attempt of acquire, under the key's shard lock; a
+// non-empty epoch (fleet mode) replaces a new Feed's random one.
+func (h *Hub) tryAcquire(spec FeedSpec, epoch string) (*feed, error) {
 	sh := h.shardFor(spec.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -385,6 +398,9 @@ func (h *Hub) tryAcquire(spec FeedSpec) (*feed, error) {
 		return f, nil
 	}
 	f := newFeed(h, spec)
+	if epoch != "" {
+		f.setEpoch(epoch)
+	}
 	if err := h.takeSlot(f); err != nil {
 		f.cancel()
 		return nil, err
@@ -395,6 +411,21 @@ func (h *Hub) tryAcquire(spec FeedSpec) (*feed, error) {
 	h.wg.Add(1)
 	go f.run()
 	return f, nil
+}
+
+// join reserves a reference on the registered Feed for key, if any.
+func (h *Hub) join(key string) (*feed, error) {
+	sh := h.shardFor(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if h.closed.Load() {
+		return nil, ErrHubClosed
+	}
+	if f := sh.feeds[key]; f != nil {
+		f.refs.Add(1)
+		return f, nil
+	}
+	return nil, nil
 }
 
 // takeSlot counts a new Feed against the limits and registers it with its

@@ -67,6 +67,21 @@ type Snapshot struct {
 	ReadTime time.Time
 	// ReceivedAt is when the gateway received it (for fan-out latency).
 	ReceivedAt time.Time
+
+	// Fleet mode only (FleetSource); zero values elsewhere.
+	//
+	// Seq, when non-zero, is the Feed's seq after this snapshot as the
+	// fleet owner numbered it: a mirror's first Reset starts the Feed at
+	// Seq (with History as its replay buffer), and a later snapshot's
+	// `changes` message carries Seq instead of the next seq. A Seq below
+	// the next seq is dropped; one above it restarts the replay buffer.
+	Seq     uint64
+	History []HistoryEntry
+	// Published, when set, is called under the Feed's lock after the Feed
+	// applied this snapshot and fanned out a `changes` message, with its
+	// seq, read time and visible changes (Data is immutable; the slice is
+	// reused after the call). It must not block.
+	Published func(seq uint64, readTime time.Time, changes []wire.Change)
 }
 
 // Source opens upstream listeners. Implementations must be safe for

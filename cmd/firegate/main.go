@@ -25,6 +25,7 @@ const usage = `firegate — a realtime WebSocket gateway for Firestore with Cler
 
 Usage:
   firegate dev    [flags]   run locally: Firestore emulator, dev token issuer, demo page
+                            (--nats: with an embedded NATS, in fleet mode)
   firegate serve  [flags]   run in production (Clerk + Firestore + policy required)
   firegate token  [flags]   mint a dev token from a running 'firegate dev'
   firegate policy check FILE
@@ -74,6 +75,9 @@ func runServer(cmd string, args []string, stdout, stderr io.Writer) error {
 	var s app.Settings
 	fs := flag.NewFlagSet("firegate "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if cmd == "dev" {
+		fs.BoolVar(&s.DevNATS, "nats", false, "start an embedded NATS server (loopback, JetStream) and run in fleet mode against it")
+	}
 	if _, err := s.Load(fs, args, os.Getenv); err != nil {
 		return err
 	}

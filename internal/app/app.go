@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/devmode"
+	"github.com/firegate/firegate/fleet"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator"
 	"github.com/firegate/firegate/metrics"
@@ -98,6 +100,7 @@ type parts struct {
 	reg      *prometheus.Registry
 	m        *metrics.Metrics
 	source   *subscriptions.FirestoreSource
+	fleet    *fleet.Source // nil without FIREGATE_NATS_URL
 	hub      *subscriptions.Hub
 	verifier *authz.Verifier
 	revs     *revocation.Store
@@ -106,6 +109,9 @@ type parts struct {
 }
 
 func (p *parts) close() {
+	if p.fleet != nil {
+		p.fleet.Close()
+	}
 	if p.source != nil {
 		_ = p.source.Close()
 	}
@@ -121,7 +127,21 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Firestore client: %w", err)
 	}
-	p.hub, err = subscriptions.NewHub(p.source, subscriptions.HubConfig{
+	var src subscriptions.Source = p.source
+	if s.NATSURL != "" {
+		host, _ := os.Hostname()
+		p.fleet, err = fleet.New(fleet.Config{
+			URL: s.NATSURL, Inner: p.source, Instance: host + "-" + strconv.Itoa(os.Getpid()), LeaseTTL: s.NATSLeaseTTL,
+			ReplayCount: s.ReplayCount, ReplayAge: s.ReplayAge, Metrics: p.m, Logger: log,
+		})
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("failed to start fleet mode (FIREGATE_NATS_URL): %w", err)
+		}
+		src = p.fleet
+		log.Info("fleet mode: Feeds are shared through NATS", "instance", p.fleet.Instance(), "status", p.fleet.Status())
+	}
+	p.hub, err = subscriptions.NewHub(src, subscriptions.HubConfig{
 		Linger: s.FeedLinger, MaxFeeds: s.MaxFeeds, MaxFeedsPerTenant: s.MaxFeedsPerOrg,
 		MaxFeedBytesPerTenant: s.MaxFeedBytesPerOrg, MaxFeedSharePerUser: cmp.Or(s.MaxFeedSharePerUser, DefaultFeedSharePerUser),
 		ReplayCount: s.ReplayCount, ReplayAge: s.ReplayAge, Metrics: p.m, Logger: log,
@@ -297,6 +317,15 @@ func Dev(ctx context.Context, s *Settings, log *slog.Logger, out io.Writer, read
 		s.EmulatorHost = emu.Host
 	}
 	os.Setenv("FIRESTORE_EMULATOR_HOST", s.EmulatorHost)
+	if s.DevNATS && s.NATSURL == "" {
+		ns, err := startDevNATS()
+		if err != nil {
+			return err
+		}
+		defer ns.Stop()
+		s.NATSURL = ns.URL()
+		fmt.Fprintf(out, "firegate dev: embedded NATS with JetStream at %s (fleet mode)\n", s.NATSURL)
+	}
 
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {

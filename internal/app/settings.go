@@ -57,9 +57,14 @@ type Settings struct {
 	WriteWindow          time.Duration
 	ReplayCount          int
 	ReplayAge            time.Duration
-	Pprof                bool
-	LogLevel             string
-	LogFormat            string
+	NATSURL              string
+	NATSLeaseTTL         time.Duration
+	// DevNATS (firegate dev --nats, no environment variable) starts an
+	// embedded NATS server and runs in fleet mode against it.
+	DevNATS   bool
+	Pprof     bool
+	LogLevel  string
+	LogFormat string
 }
 
 type setting struct {
@@ -124,6 +129,8 @@ func (s *Settings) table() []setting {
 		{"FIREGATE_WRITE_IDEMPOTENCY_WINDOW", "write-idempotency-window", "how long an idempotency_key is remembered (default 24h)", parsed(&s.WriteWindow, time.ParseDuration)},
 		{"FIREGATE_REPLAY_COUNT", "replay-count", "replay buffer entries per Feed for resume (default 1024)", parsed(&s.ReplayCount, strconv.Atoi)},
 		{"FIREGATE_REPLAY_AGE", "replay-age", "replay buffer age per Feed for resume (default 5m)", parsed(&s.ReplayAge, time.ParseDuration)},
+		{"FIREGATE_NATS_URL", "nats-url", "fleet mode: NATS (JetStream) URL; one Firestore listener per Feed across all instances (unset: single instance)", parsed(&s.NATSURL, parseString)},
+		{"FIREGATE_NATS_LEASE_TTL", "nats-lease-ttl", "fleet mode: how long a Feed's ownership outlives a dead owner (default 3s)", parsed(&s.NATSLeaseTTL, time.ParseDuration)},
 		{"FIREGATE_PPROF", "pprof", "serve /debug/pprof on the admin address", parsed(&s.Pprof, strconv.ParseBool)},
 		{"FIREGATE_LOG_LEVEL", "log-level", "debug, info, warn or error (default info)", parsed(&s.LogLevel, parseString)},
 		{"FIREGATE_LOG_FORMAT", "log-format", "json or text (default json)", parsed(&s.LogFormat, parseString)},

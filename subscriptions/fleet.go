@@ -1,0 +1,129 @@
+package subscriptions
+
+import (
+	"context"
+	"time"
+
+	"github.com/firegate/firegate/wire"
+)
+
+// FleetSource is implemented by a Source that shares Feeds across gateway
+// instances (fleet mode; package fleet implements it, subscriptions never
+// imports it). The Hub then asks it for every new Feed's epoch, so that a
+// Feed has the same epoch on every instance, and runs each Feed's upstream
+// through ListenFeed instead of Listen. Implementations must be safe for
+// concurrent use.
+type FleetSource interface {
+	Source
+	// FeedEpoch returns the epoch for a new Feed with key: the fleet-wide
+	// epoch when the Feed exists elsewhere, else a fresh one. Called with
+	// no Hub lock held, before the Feed is created; it may block briefly on
+	// the network and must return a non-empty epoch even when the fleet is
+	// unreachable (degraded mode).
+	FeedEpoch(key string) string
+	// ListenFeed runs the Feed's upstream until ctx ends (it then returns
+	// ctx.Err()) or fails, exactly as Listen does, and emits in order from
+	// one goroutine. A Snapshot's Seq, History and Published fields (see
+	// Snapshot) are how a fleet owner's numbering reaches this Feed and
+	// how this Feed's changes reach the fleet. The Hub calls ListenFeed
+	// again, after its usual backoff, when it returns an error.
+	ListenFeed(ctx context.Context, f FleetFeed, emit func(*Snapshot)) error
+}
+
+// FleetFeed is what a FleetSource sees of a Feed. Its methods are safe for
+// concurrent use.
+type FleetFeed interface {
+	// Key is the Feed key (FeedSpec.Key), the same on every instance.
+	Key() string
+	// Epoch is the Feed's epoch (fixed for the Feed's life).
+	Epoch() string
+	// Query is what the Feed's listener runs.
+	Query() Query
+	// State returns the Feed's visible documents in snapshot order, its
+	// seq and its replay history; ok is false before the Feed's first
+	// snapshot or after it closed. It takes the Feed's lock.
+	State() (st FeedState, ok bool)
+}
+
+// FeedState is a Feed's state as State returns it: what a new mirror on
+// another instance starts from.
+type FeedState struct {
+	Seq     uint64
+	Docs    []wire.Doc // snapshot order; Data is immutable and shared
+	History []HistoryEntry
+}
+
+// HistoryEntry is one replay buffer entry: the visible changes of the
+// `changes` message with seq Seq, fanned out at At.
+type HistoryEntry struct {
+	Seq     uint64
+	At      time.Time
+	Changes []HistoryChange
+}
+
+// HistoryChange is one change of a HistoryEntry (no data: net changes are
+// built from the visible set).
+type HistoryChange struct {
+	Kind ChangeKind
+	ID   string
+	Path string
+}
+
+// fleetFeed adapts a feed to FleetFeed.
+type fleetFeed struct{ f *feed }
+
+func (x fleetFeed) Key() string   { return x.f.spec.Key }
+func (x fleetFeed) Epoch() string { return x.f.epoch }
+func (x fleetFeed) Query() Query  { return x.f.spec.Query }
+
+func (x fleetFeed) State() (FeedState, bool) {
+	f := x.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ready || f.closed {
+		return FeedState{}, false
+	}
+	st := FeedState{Seq: f.seq}
+	for _, e := range f.ordered() {
+		st.Docs = append(st.Docs, wire.Doc{ID: e.id, Path: e.path, Data: e.data, UpdateTime: e.updateStr})
+	}
+	f.replay.prune(f.hub.now())
+	for i := 0; i < f.replay.n; i++ {
+		e := &f.replay.buf[(f.replay.head+i)%len(f.replay.buf)]
+		he := HistoryEntry{Seq: e.seq, At: e.at, Changes: make([]HistoryChange, len(e.changes))}
+		for j, c := range e.changes {
+			he.Changes[j] = HistoryChange{Kind: c.kind, ID: c.id, Path: c.path}
+		}
+		st.History = append(st.History, he)
+	}
+	return st, true
+}
+
+// seedReplay replaces the replay buffer by history (a mirror's Feed takes
+// over the owner's buffer): entries after seq base. Entries must be in seq
+// order and contiguous up to the Feed's seq; anything else leaves the
+// buffer empty from the Feed's seq on (a resume from before it gets a
+// snapshot). Called with mu held.
+func (f *feed) seedReplay(history []HistoryEntry) {
+	f.replay = newReplayRing(f.hub.cfg.ReplayCount, f.hub.cfg.ReplayAge)
+	f.replay.base = f.seq
+	if len(history) == 0 || history[len(history)-1].Seq != f.seq {
+		return
+	}
+	for i := 1; i < len(history); i++ {
+		if history[i].Seq != history[i-1].Seq+1 {
+			return
+		}
+	}
+	if len(history) > f.hub.cfg.ReplayCount {
+		history = history[len(history)-f.hub.cfg.ReplayCount:]
+	}
+	f.replay.base = history[0].Seq - 1
+	for _, h := range history {
+		e := f.replay.add(h.Seq, h.At)
+		for _, c := range h.Changes {
+			e.changes = append(e.changes, replayChange{id: c.ID, path: c.Path, kind: c.Kind})
+		}
+	}
+	f.replay.prune(f.hub.now())
+}
