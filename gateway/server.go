@@ -3,6 +3,8 @@
 // read loop and writer, protocol v1, refresh and expiry, the admin server
 // (metrics, health, readiness, pprof) and graceful drain. It builds on authz
 // (who is calling, what may they see) and subscriptions (shared Feeds).
+// docs/architecture.md draws the data flow through its files and states
+// the lock order.
 package gateway
 
 import (

@@ -2,7 +2,8 @@
 // upstream listener each, shared by every subscriber with the same key), the
 // fan-out of encoded frames, de-duplication, the replay buffer used for resume
 // and slow-consumer catch-up, and the Source interface with its Firestore
-// implementation. It never imports the gateway.
+// implementation. It never imports the gateway. docs/architecture.md
+// draws where it sits in the data flow and states the lock order.
 package subscriptions
 
 import (
