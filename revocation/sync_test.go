@@ -14,6 +14,7 @@ import (
 	"cloud.google.com/go/firestore"
 
 	"github.com/firegate/firegate/internal/emulator/emulatortest"
+	"github.com/firegate/firegate/internal/testkit"
 )
 
 var (
@@ -45,20 +46,15 @@ func uniqColl(t *testing.T) string {
 	return "revocations_" + hex.EncodeToString(b)
 }
 
-// waitFor polls cond until it returns nil or the deadline passes.
+// waitFor is testkit.CheckFor naming what it waits for.
 func waitFor(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
+	testkit.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if err := cond(); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // instance is one gateway instance's revocation side: its Store and Sync.
