@@ -349,7 +349,13 @@ func TestOrgSwitchAndUserSwitch(t *testing.T) {
 }
 
 func TestSharedListenerLingersThenCloses(t *testing.T) {
-	e := newEnv(t, envOpts{hub: hubCfgLinger(700 * time.Millisecond)})
+	// The Hub's linger runs on a fake clock: the Feed outlives its last
+	// subscriber until the test moves the clock past the linger.
+	const linger = 700 * time.Millisecond
+	hubClock := newFakeClock()
+	hub := hubCfgLinger(linger)
+	hub.Clock = hubClock
+	e := newEnv(t, envOpts{hub: hub})
 	org := uniq("org")
 	e.put("tasks/"+org+"_1", map[string]any{"org_id": org})
 	const n = 12
@@ -379,7 +385,11 @@ func TestSharedListenerLingersThenCloses(t *testing.T) {
 		t.Fatalf("listeners after warm resubscribe = %d", got)
 	}
 	cl.c.Close(websocket.StatusNormalClosure, "bye")
+	// Once the subscriber has left, a linger later the Feed is gone. (Each
+	// look moves the clock by a linger: the first after the Feed armed its
+	// timer fires it.)
 	testkit.CheckFor(t, waitFor, pollEvery, func() error {
+		hubClock.Advance(linger)
 		if n := e.hub.FeedCount(); n != 0 {
 			return fmt.Errorf("%d feeds open after the linger", n)
 		}
