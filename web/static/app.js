@@ -174,8 +174,11 @@ function connect() {
     onFrame: (dir, frame) => log(dir, frame),
     userId: state.user.id,
     orgId: state.org || null,
-    // One socket for every tab of this page; the cache survives a reload.
+    // The cache survives a reload. Each tab of this page picks its own user
+    // and org, so tabs do not share a socket here (multi-tab sharing assumes
+    // one session per browser, as with Clerk: see the React example).
     persistence: true,
+    multiTab: false,
   });
   client.on('state', (s, detail) => {
     setConnState(s, detail);
