@@ -226,7 +226,11 @@ type client struct {
 func newClient(name string) *client { return &client{name: name, docs: map[string]string{}} }
 
 func (c *client) Deliver(m *subscriptions.Message, _ bool) {
-	raw := m.Frame.AppendTo(nil, []byte(`"`+c.name+`"`))
+	c.apply(m.Frame.AppendTo(nil, []byte(`"`+c.name+`"`)))
+}
+
+// apply decodes one server message and updates the view.
+func (c *client) apply(raw []byte) {
 	var f frame
 	if err := json.Unmarshal(raw, &f); err != nil {
 		panic(err)
