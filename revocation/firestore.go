@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -120,7 +121,9 @@ func (y *Sync) Synced() <-chan struct{} { return y.synced }
 // and deletes expired entries every SweepInterval. It returns ctx's error.
 func (y *Sync) Run(ctx context.Context) error {
 	if y.sweep > 0 {
-		go y.sweepLoop(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { y.sweepLoop(ctx) })
+		defer wg.Wait() // Run returns only once the sweep has stopped too
 	}
 	backoff := DefaultRetryMin
 	for {
