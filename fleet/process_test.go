@@ -120,6 +120,18 @@ func startServe(t *testing.T, name string, env []string) *proc {
 	return p
 }
 
+// readyz returns /readyz's status and body.
+func (p *proc) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/readyz")
+	if err != nil {
+		t.Fatalf("%s /readyz: %v", p.name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
 func (p *proc) alive() bool {
 	select {
 	case <-p.done:
@@ -232,7 +244,11 @@ func TestThreeServeProcesses(t *testing.T) {
 
 	var ps []*proc
 	for i := range 3 {
-		ps = append(ps, startServe(t, fmt.Sprintf("gw%d", i), env))
+		p := startServe(t, fmt.Sprintf("gw%d", i), env)
+		if code, body := p.readyz(t); code != http.StatusOK || !strings.Contains(body, "fleet: connected") {
+			t.Fatalf("%s /readyz = %d %q, want 200 with the fleet status", p.name, code, body)
+		}
+		ps = append(ps, p)
 	}
 	token := func(user string) string {
 		tok, err := iss.Mint(authz.MintOptions{UserID: user, OrgID: "org_a", OrgRole: "org:member", TTL: 10 * time.Minute})
@@ -352,6 +368,45 @@ func TestThreeServeProcesses(t *testing.T) {
 	for _, c := range clientsOf[last] {
 		if _, _, _, problems := c.state(); len(problems) > 0 || len(c.framesOf(wire.TypeSnapshot)) != 1 {
 			t.Errorf("%s: problems %v, %d snapshots", c.name, problems, len(c.framesOf(wire.TypeSnapshot)))
+		}
+	}
+
+	// NATS killed: the last process goes degraded (still ready, says so),
+	// its clients keep getting changes; NATS back: it owns the Feed again.
+	for _, c := range clientsOf[last] {
+		c.mu.Lock()
+		c.jumps = true // a degraded Feed moves its seq ahead once
+		c.mu.Unlock()
+	}
+	ns.stop()
+	eventually(t, "degraded", func() error {
+		code, body := last.readyz(t)
+		if code != http.StatusOK || !strings.Contains(body, "degraded") {
+			return fmt.Errorf("/readyz %d %q", code, body)
+		}
+		if last.metric(t, "firegate_fleet_degraded") != 1 {
+			return fmt.Errorf("firegate_fleet_degraded is not 1")
+		}
+		return nil
+	})
+	st.set("t5", task("org_a", "five, NATS down", 7))
+	converged(t, "delivery while degraded", st.fresh("org_a"), views(clientsOf[last])...)
+	ns.start()
+	eventually(t, "back in the fleet", func() error {
+		code, body := last.readyz(t)
+		if code != http.StatusOK || !strings.Contains(body, "fleet: connected") {
+			return fmt.Errorf("/readyz %d %q", code, body)
+		}
+		if last.metric(t, `firegate_fleet_feeds{role="owned"}`) != 1 || last.metric(t, `firegate_fleet_feeds{role="local"}`) != 0 {
+			return fmt.Errorf("not the owner again")
+		}
+		return nil
+	})
+	st.set("t6", task("org_a", "six, NATS back", 8))
+	converged(t, "delivery after NATS returned", st.fresh("org_a"), views(clientsOf[last])...)
+	for _, c := range clientsOf[last] {
+		if n := len(c.framesOf(wire.TypeSnapshot)); n != 1 {
+			t.Errorf("%s: %d snapshots, want 1", c.name, n)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ type Deps struct {
 	// Firestore: the app passes FirestoreSource.Health, the verdict of the
 	// listeners' own health monitor (with its hysteresis).
 	Upstream func(ctx context.Context) error
+	// ReadyDetails, when set, adds lines to the /readyz body (fleet mode:
+	// whether NATS is reachable); it does not decide readiness.
+	ReadyDetails func() string
 	// Extra serves every path of the main address the gateway does not
 	// own (the dev page, dev endpoints); nil → 404.
 	Extra http.Handler
@@ -82,6 +86,7 @@ type Server struct {
 	log      *slog.Logger
 	clock    Clock
 	upstream func(ctx context.Context) error
+	details  func() string
 	extra    http.Handler
 	origins  *originMatcher
 
@@ -117,7 +122,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, verifier: d.Verifier, hub: d.Hub, m: d.Metrics, gatherer: d.Gatherer,
-		log: d.Logger, clock: d.Clock, upstream: d.Upstream, extra: d.Extra, origins: origins,
+		log: d.Logger, clock: d.Clock, upstream: d.Upstream, details: d.ReadyDetails, extra: d.Extra, origins: origins,
 		conns: make(map[*conn]struct{})}
 	if s.m == nil {
 		s.m = metrics.New(nil)
@@ -259,10 +264,21 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		s.m.Ready.Set(0)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+		s.writeDetails(w)
 		return
 	}
 	s.m.Ready.Set(1)
 	_, _ = w.Write([]byte("ready\n"))
+	s.writeDetails(w)
+}
+
+// writeDetails appends Deps.ReadyDetails to a /readyz body.
+func (s *Server) writeDetails(w io.Writer) {
+	if s.details != nil {
+		if d := s.details(); d != "" {
+			_, _ = fmt.Fprintln(w, d)
+		}
+	}
 }
 
 func (s *Server) handleMemory(w http.ResponseWriter, _ *http.Request) {

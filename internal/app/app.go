@@ -108,6 +108,14 @@ type parts struct {
 	srv      *gateway.Server
 }
 
+// readyDetails is the /readyz detail line of fleet mode ("" without it).
+func (p *parts) readyDetails() string {
+	if p.fleet == nil {
+		return ""
+	}
+	return p.fleet.Status()
+}
+
 func (p *parts) close() {
 	if p.fleet != nil {
 		p.fleet.Close()
@@ -192,7 +200,7 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	p.srv, err = gateway.New(gcfg, gateway.Deps{
 		Verifier: p.verifier, Policy: pol, Hub: p.hub, Metrics: p.m, Gatherer: p.reg, Logger: log,
-		Upstream: func(context.Context) error { return p.source.Health() }, Extra: mux, Revocations: p.revs, Publisher: p.sync, Writer: wr,
+		Upstream: func(context.Context) error { return p.source.Health() }, ReadyDetails: p.readyDetails, Extra: mux, Revocations: p.revs, Publisher: p.sync, Writer: wr,
 	})
 	if err != nil {
 		p.close()
