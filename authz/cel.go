@@ -121,8 +121,10 @@ func isCELIdent(s string) bool { return wire.IsIdentifier(s) }
 // celProgram is one compiled allow or filter expression. Immutable.
 type celProgram struct {
 	src  string
+	ast  *cel.Ast // checked
 	prg  cel.Program
 	refs []attrRef // minimal set: no element is prefixed by another
+	res  residualState
 }
 
 // compileExpr compiles and type-checks src in env. The result must be a
@@ -167,7 +169,7 @@ func compileExpr(env *cel.Env, src string, pathVars []string) (*celProgram, erro
 	if err != nil {
 		return nil, fmt.Errorf("failed to plan expression: %w", err)
 	}
-	return &celProgram{src: src, prg: prg, refs: refs}, nil
+	return &celProgram{src: src, ast: checked, prg: prg, refs: refs}, nil
 }
 
 func containsStr(list []string, s string) bool {

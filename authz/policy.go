@@ -52,6 +52,8 @@ type policyRule struct {
 	filter     *celProgram // nil: every document is visible
 	maxLimit   int
 	write      writeRules // create, update, delete (write.go)
+	// fingerprint is ruleFingerprint of the rule, set once parsed.
+	fingerprint string
 }
 
 func (r *policyRule) String() string {
@@ -82,10 +84,38 @@ type Decision struct {
 	// Subscriptions of equal queries, equal scope values and equal KeyAttrs
 	// see the same documents and may share a Feed.
 	KeyAttrs string
-	// Filter evaluates the rule's filter for one document with the
-	// principal bound; nil when the rule has no filter. An evaluation error
-	// (a missing field, the cost limit) returns false. Safe for concurrent
-	// use.
+	// RuleFingerprint identifies the matched rule's read behaviour (path,
+	// scope, scope field, filter, max_limit); it changes when a reload
+	// changes any of them. Policy.CurrentRule tells whether it is current.
+	RuleFingerprint string
+	// Placement says where the filter runs for this caller: nowhere
+	// (FilterNone), in Firestore (FilterPushedDown, with Pushdown) or only
+	// in the gateway (FilterGateway, with GatewayReason).
+	Placement FilterPlacement
+	// Pushdown is the filter's residual for this caller — the filter with
+	// auth and path known, over doc only — as Firestore filters in
+	// disjunctive normal form: a document is visible when it matches every
+	// filter of at least one conjunct. Set only with FilterPushedDown;
+	// never empty then, and no conjunct is empty.
+	Pushdown [][]wire.Filter
+	// GatewayReason says, safely for the client, why the residual cannot be
+	// pushed down (FilterGateway only).
+	GatewayReason string
+	// Residual is the residual's CEL text ("" for FilterNone without a
+	// residual), for diagnostics.
+	Residual string
+	// ResidualKey canonically identifies the documents this caller may see
+	// within the scope: the residual's text and the values of any principal
+	// attribute it still reads. "" when the rule has no filter. Subscriptions
+	// of equal queries, scope values, RuleFingerprints and ResidualKeys see
+	// the same documents and may share a Feed.
+	ResidualKey string
+	// Filter evaluates the filter's residual (or, if partial evaluation was
+	// not possible, the whole filter) for one document with the principal
+	// bound; nil when the rule has no filter or its residual is true. It is
+	// exact also where the residual is pushed down (defence in depth). An
+	// evaluation error (a missing field, the cost limit) returns false.
+	// Safe for concurrent use.
 	Filter func(id, path string, data map[string]any) bool
 
 	// eval is Filter with the evaluation error, for Explain.
@@ -304,6 +334,7 @@ func parseRule(envs *celEnvs, index int, n *yaml.Node) (*policyRule, error) {
 	if err := parseWriteRules(r, vals); err != nil {
 		return nil, err
 	}
+	r.fingerprint = ruleFingerprint(r)
 	return r, nil
 }
 
@@ -523,16 +554,33 @@ func (p *Policy) decide(pr *Principal, collection string, where []wire.Filter) (
 		ScopeField: r.scopeField,
 		ScopeValue: scopeValue,
 		MaxLimit:   r.maxLimit,
+
+		RuleFingerprint: r.fingerprint,
 	}
 	if r.filter != nil {
 		d.KeyAttrs = computeKeyAttrs(r.filter.refs, auth, pathVars)
-		prg := r.filter.prg
-		d.eval = func(id, path string, data map[string]any) (bool, error) {
-			return evalDoc(prg, base, id, path, data)
+		ce, err := envs()
+		if err != nil {
+			return nil, r, denyForbidden(msgNotAllowed, err.Error())
 		}
-		d.Filter = func(id, path string, data map[string]any) bool {
-			ok, _ := evalDoc(prg, base, id, path, data)
-			return ok
+		plan := planResidual(ce.filter, r.filter, base, auth, pathVars)
+		if plan.never {
+			return nil, r, denyForbidden(msgNotAllowed, "the filter is false (or fails) for every document for this caller")
+		}
+		d.Placement = plan.placement
+		d.Pushdown = plan.pushdown
+		d.GatewayReason = plan.reason
+		d.Residual = plan.src
+		d.ResidualKey = plan.key
+		if plan.prg != nil {
+			prg := plan.prg
+			d.eval = func(id, path string, data map[string]any) (bool, error) {
+				return evalDoc(prg, base, id, path, data)
+			}
+			d.Filter = func(id, path string, data map[string]any) bool {
+				ok, _ := evalDoc(prg, base, id, path, data)
+				return ok
+			}
 		}
 	}
 	return d, r, nil
