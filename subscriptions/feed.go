@@ -65,6 +65,10 @@ type feed struct {
 	// closed is set once, when the Feed leaves the registry (linger
 	// expiry, permanent error or Hub.Close); a closed Feed delivers nothing.
 	closed  bool
+	// retired is set by Hub.Retire when the Feed left the registry while
+	// subscribers were attached: the last one to leave closes it at once
+	// instead of lingering.
+	retired bool
 	failure *UpstreamError // the permanent error that closed the Feed, if any
 	// ready is set by the first Reset snapshot; before it subscribers wait
 	// for their snapshot.
@@ -673,7 +677,7 @@ func (s *Subscription) leave(capture bool) moveBase {
 			f.lingerStop()
 			f.lingerStop = nil
 		}
-		if h.cfg.Linger < 0 {
+		if h.cfg.Linger < 0 || f.retired {
 			expireNow = true
 		} else {
 			f.lingerStop = h.armLinger(f, gen)

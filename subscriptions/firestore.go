@@ -17,6 +17,8 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/firegate/firegate/wire"
 )
 
 // FeedsPerConn is how many listeners the Firestore source puts on one gRPC
@@ -513,16 +515,38 @@ func buildFirestoreQuery(c *firestore.Client, q Query) (firestore.Query, error) 
 		return firestore.Query{}, fmt.Errorf("invalid collection path %q", q.Collection)
 	}
 	fq := coll.Query
+	if q.Doc != "" {
+		ref := coll.Doc(q.Doc)
+		if ref == nil {
+			return firestore.Query{}, fmt.Errorf("invalid document id %q", q.Doc)
+		}
+		fq = fq.WherePath(firestore.FieldPath{firestore.DocumentID}, "==", ref)
+	}
 	for _, f := range q.Filters {
-		op, ok := firestoreOps[f.Op]
-		if !ok {
-			return firestore.Query{}, fmt.Errorf("unknown operator %q on field %q", f.Op, f.Field)
-		}
-		segs, err := FieldPathSegments(f.Field)
+		pf, err := propertyFilter(f)
 		if err != nil {
-			return firestore.Query{}, fmt.Errorf("invalid field path %q: %w", f.Field, err)
+			return firestore.Query{}, err
 		}
-		fq = fq.WherePath(firestore.FieldPath(segs), op, FilterValueToFirestore(f.Value))
+		fq = fq.WhereEntity(pf)
+	}
+	if len(q.Or) > 0 {
+		or := firestore.OrFilter{Filters: make([]firestore.EntityFilter, 0, len(q.Or))}
+		for _, conj := range q.Or {
+			and := firestore.AndFilter{Filters: make([]firestore.EntityFilter, 0, len(conj))}
+			for _, f := range conj {
+				pf, err := propertyFilter(f)
+				if err != nil {
+					return firestore.Query{}, err
+				}
+				and.Filters = append(and.Filters, pf)
+			}
+			if len(and.Filters) == 1 {
+				or.Filters = append(or.Filters, and.Filters[0])
+			} else {
+				or.Filters = append(or.Filters, and)
+			}
+		}
+		fq = fq.WhereEntity(or)
 	}
 	for _, o := range q.OrderBy {
 		var dir firestore.Direction
@@ -547,6 +571,19 @@ func buildFirestoreQuery(c *firestore.Client, q Query) (firestore.Query, error) 
 		fq = fq.Limit(q.Limit)
 	}
 	return fq, nil
+}
+
+// propertyFilter turns one normalized filter into the client's form.
+func propertyFilter(f wire.Filter) (firestore.PropertyPathFilter, error) {
+	op, ok := firestoreOps[f.Op]
+	if !ok {
+		return firestore.PropertyPathFilter{}, fmt.Errorf("unknown operator %q on field %q", f.Op, f.Field)
+	}
+	segs, err := FieldPathSegments(f.Field)
+	if err != nil {
+		return firestore.PropertyPathFilter{}, fmt.Errorf("invalid field path %q: %w", f.Field, err)
+	}
+	return firestore.PropertyPathFilter{Path: firestore.FieldPath(segs), Operator: op, Value: FilterValueToFirestore(f.Value)}, nil
 }
 
 // validCollectionPath reports whether p is a collection path: an odd

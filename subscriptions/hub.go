@@ -670,6 +670,47 @@ func (h *Hub) Close() {
 	h.cbWG.Wait()
 }
 
+// Retire takes every registered Feed whose spec stale reports true (a
+// Feed planned under a policy rule that a reload replaced) out of the
+// registry, so that no Subscribe or Move ever joins it again, and closes
+// those that linger with no subscriber at once; one that still has
+// subscribers closes when its last one leaves, without lingering. It
+// returns how many Feeds it closed and how many it retired with
+// subscribers still attached. stale is called with a shard lock held and
+// must not call back into the Hub. Safe for concurrent use.
+func (h *Hub) Retire(stale func(FeedSpec) bool) (closed, retired int) {
+	var done []*feed
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for key, f := range sh.feeds {
+			if !stale(f.spec) {
+				continue
+			}
+			delete(sh.feeds, key)
+			f.mu.Lock()
+			f.retired = true
+			if !f.closed && f.refs.Load() == 0 {
+				f.closed = true
+				if f.lingerStop != nil {
+					f.lingerStop()
+					f.lingerStop = nil
+				}
+				done = append(done, f)
+			} else if !f.closed {
+				retired++
+			}
+			f.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	for _, f := range done {
+		f.cancel()
+		h.forget(f)
+	}
+	return len(done), retired
+}
+
 // FeedCount returns the number of registered Feeds, lingering ones included.
 func (h *Hub) FeedCount() int {
 	h.limMu.Lock()

@@ -145,6 +145,7 @@ func (q Query) Key() string {
 	b := make([]byte, 0, 64+len(q.Collection)+32*len(q.Filters))
 	b = append(b, "q1"...)
 	b = appendKeyField(b, 'c', q.Collection)
+	b = q.appendOrKey(b)
 	for _, f := range q.Filters {
 		b = appendKeyField(b, 'f', f.Field)
 		b = appendKeyField(b, 'o', f.Op)

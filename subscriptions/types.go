@@ -22,9 +22,16 @@ import (
 // the gateway has added it.
 type Query struct {
 	Collection string
-	Filters    []wire.Filter
-	OrderBy    []wire.Order
-	Limit      int
+	// Doc, when not empty, confines the query to the one document
+	// Collection/Doc (a document subscription).
+	Doc     string
+	Filters []wire.Filter
+	// Or, when not empty, is a disjunction ANDed with Filters: a document
+	// matches when it matches every filter of at least one element (the
+	// policy's pushed-down filter; see Plan). Never a single element.
+	Or      [][]wire.Filter
+	OrderBy []wire.Order
+	Limit   int
 }
 
 // Document is one Firestore document as the Feed sees it. Data holds plain
@@ -124,10 +131,13 @@ func (e *UpstreamError) Permanent() bool {
 type FeedSpec struct {
 	// Query is what the listener runs, scope filter included.
 	Query Query
-	// Key identifies the Feed: the normalized query plus the scope value
-	// plus the values of the principal attributes the collection's filter
-	// reads. Built by the gateway from Query.Key() and the policy decision.
+	// Key identifies the Feed: the normalized query (scope filter and
+	// pushed-down policy filter included), the policy rule's fingerprint
+	// and the residual key of the policy filter. Built by Plan.
 	Key string
+	// Rule is the fingerprint of the policy rule the Feed was planned
+	// under; Hub.Retire closes Feeds of rules a reload replaced.
+	Rule string
 	// Tenant is the org (or, for user scope, user) id; used only for the
 	// per-tenant Feed limit, never as a metric label.
 	Tenant string

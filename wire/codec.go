@@ -6,12 +6,39 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
 
 // MaxIDLength bounds subscription and ping ids.
 const MaxIDLength = 128
+
+// MaxDocPathBytes bounds a document path, as Firestore bounds a document
+// name.
+const MaxDocPathBytes = 1500
+
+// SplitDocPath splits a document path ("tasks/t1", "projects/p1/tasks/t9")
+// into its collection path and document id. It refuses (with a message
+// safe for the client) an empty path or segment, a leading or trailing /,
+// an odd number of segments and a path over MaxDocPathBytes; the policy
+// and the planner check the segments themselves.
+func SplitDocPath(p string) (collection, id string, err error) {
+	switch {
+	case p == "":
+		return "", "", errors.New("empty document path")
+	case len(p) > MaxDocPathBytes:
+		return "", "", fmt.Errorf("document path longer than %d bytes", MaxDocPathBytes)
+	case strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/"):
+		return "", "", errors.New("document path may not start or end with /")
+	case strings.Contains(p, "//"):
+		return "", "", errors.New("document path has an empty segment")
+	case strings.Count(p, "/")%2 == 0:
+		return "", "", errors.New("not a document path: it needs an even number of segments (collection/doc)")
+	}
+	i := strings.LastIndexByte(p, '/')
+	return p[:i], p[i+1:], nil
+}
 
 // DecodeError is a client frame that cannot be understood; its message is
 // safe to send back to the client.
@@ -54,8 +81,18 @@ func DecodeClient(b []byte) (ClientMessage, error) {
 		if m.ID == "" {
 			return m, &DecodeError{"subscribe needs an id"}
 		}
-		if m.Collection == "" {
-			return m, &DecodeError{"subscribe needs a collection"}
+		switch {
+		case m.Collection != "" && m.Doc != "":
+			return m, &DecodeError{"subscribe takes a collection or a doc, not both"}
+		case m.Doc != "":
+			if _, _, err := SplitDocPath(m.Doc); err != nil {
+				return m, &DecodeError{"doc: " + err.Error()}
+			}
+			if len(m.Where) > 0 || len(m.OrderBy) > 0 || m.Limit != 0 {
+				return m, &DecodeError{"a doc subscription takes no where, order_by or limit"}
+			}
+		case m.Collection == "":
+			return m, &DecodeError{"subscribe needs a collection or a doc"}
 		}
 		for i := range m.Where {
 			f := &m.Where[i]

@@ -37,7 +37,22 @@ func TestDecodeClient(t *testing.T) {
 				}
 			}},
 		{in: `{"type":"subscribe","collection":"tasks"}`, wantErr: "needs an id"},
-		{in: `{"type":"subscribe","id":"s"}`, wantErr: "needs a collection"},
+		{in: `{"type":"subscribe","id":"s"}`, wantErr: "needs a collection or a doc"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1","resume":{"epoch":"e","seq":2}}`, check: func(t *testing.T, m ClientMessage) {
+			if m.Doc != "tasks/t1" || m.Collection != "" || m.Resume.Seq != 2 {
+				t.Fatalf("%+v", m)
+			}
+		}},
+		{in: `{"type":"subscribe","id":"d","doc":"projects/p1/tasks/t9"}`},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1","collection":"tasks"}`, wantErr: "not both"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks"}`, wantErr: "even number"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1/notes"}`, wantErr: "even number"},
+		{in: `{"type":"subscribe","id":"d","doc":"/tasks/t1"}`, wantErr: "start or end"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks//t1/x"}`, wantErr: "empty segment"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/` + strings.Repeat("t", MaxDocPathBytes) + `"}`, wantErr: "longer than"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1","limit":1}`, wantErr: "no where, order_by or limit"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1","where":[{"field":"a","op":"==","value":1}]}`, wantErr: "no where, order_by or limit"},
+		{in: `{"type":"subscribe","id":"d","doc":"tasks/t1","order_by":[{"field":"a"}]}`, wantErr: "no where, order_by or limit"},
 		{in: `{"type":"subscribe","id":"s","collection":"t","where":[{"op":"=="}]}`, wantErr: "missing field"},
 		{in: `{"type":"subscribe","id":"s","collection":"t","where":[{"field":"a","op":"like"}]}`, wantErr: "unknown op"},
 		{in: `{"type":"subscribe","id":"s","collection":"t","where":[{"field":"a","op":"==","value":{"x":1}}]}`, wantErr: "objects"},
@@ -115,6 +130,7 @@ func FuzzDecodeClient(f *testing.F) {
 		`{"type":"ping","id":"p"}`, `{"type":"auth","token":"t"}`,
 		`{"type":"subscribe","id":"s","collection":"tasks","where":[{"field":"a","op":"in","value":[1,"x"]}],"limit":3}`,
 		`{"type":"unsubscribe","id":"s"}`, `{"type":"subscribe","id":"s","collection":"c","resume":{"epoch":"e","seq":1}}`,
+		`{"type":"subscribe","id":"d","doc":"tasks/t1"}`, `{"type":"subscribe","id":"d","doc":"a/b/c/d","resume":{"epoch":"e","seq":1}}`,
 		`[`, `{"type":1}`, "{\"type\":\"ping\",\"id\":\"\xff\"}",
 	} {
 		f.Add([]byte(s))
@@ -140,6 +156,13 @@ func FuzzDecodeClient(f *testing.F) {
 		for _, w := range m.Where {
 			if !validOp(w.Op) || w.Field == "" {
 				t.Fatalf("accepted filter %+v", w)
+			}
+		}
+		// A doc subscription names a document and nothing of a query.
+		if m.Type == TypeSubscribe && m.Doc != "" {
+			c, id, err := SplitDocPath(m.Doc)
+			if err != nil || c == "" || id == "" || m.Collection != "" || len(m.Where) > 0 || len(m.OrderBy) > 0 || m.Limit != 0 {
+				t.Fatalf("accepted doc subscription %+v (%q, %q, %v)", m, c, id, err)
 			}
 		}
 	})

@@ -106,14 +106,17 @@ type Resume struct {
 
 // ClientMessage is any message a client sends; Type says which fields apply.
 type ClientMessage struct {
-	Type       string   `json:"type"`
-	ID         string   `json:"id,omitempty"`
-	Token      string   `json:"token,omitempty"`
-	Collection string   `json:"collection,omitempty"`
-	Where      []Filter `json:"where,omitempty"`
-	OrderBy    []Order  `json:"order_by,omitempty"`
-	Limit      int      `json:"limit,omitempty"`
-	Resume     *Resume  `json:"resume,omitempty"`
+	Type       string `json:"type"`
+	ID         string `json:"id,omitempty"`
+	Token      string `json:"token,omitempty"`
+	Collection string `json:"collection,omitempty"`
+	// Doc is a document path ("tasks/t1"); a subscribe names either a
+	// collection or a doc (then without where, order_by and limit).
+	Doc     string   `json:"doc,omitempty"`
+	Where   []Filter `json:"where,omitempty"`
+	OrderBy []Order  `json:"order_by,omitempty"`
+	Limit   int      `json:"limit,omitempty"`
+	Resume  *Resume  `json:"resume,omitempty"`
 	// Write is the decoded `write` (type "write" only).
 	Write *WriteRequest `json:"-"`
 }
