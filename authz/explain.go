@@ -21,6 +21,12 @@ type Explanation struct {
 	// document was given or the subscription itself is denied.
 	FilterResult *bool  `json:"filter_result,omitempty"`
 	KeyAttrs     string `json:"key_attrs,omitempty"`
+	// Residual is the filter with the caller known (over doc only);
+	// FilterRuns says where it runs: "none", "firestore" (pushed down) or
+	// "gateway" (then GatewayReason says why, and a limit is refused).
+	Residual      string `json:"residual,omitempty"`
+	FilterRuns    string `json:"filter_runs,omitempty"`
+	GatewayReason string `json:"gateway_reason,omitempty"`
 }
 
 // ExplainDocIDKey is a key of Explain's document that, when it holds a
@@ -46,6 +52,16 @@ func (p *Policy) Explain(claims map[string]any, collection string, doc map[strin
 		return ex
 	}
 	ex.KeyAttrs = d.KeyAttrs
+	ex.Residual = d.Residual
+	switch d.Placement {
+	case FilterPushedDown:
+		ex.FilterRuns = "firestore"
+	case FilterGateway:
+		ex.FilterRuns = "gateway"
+		ex.GatewayReason = d.GatewayReason
+	default:
+		ex.FilterRuns = "none"
+	}
 	reason := fmt.Sprintf("rule %q allows it; the gateway confines the query to %s == %q", d.Rule, d.ScopeField, d.ScopeValue)
 	if doc == nil {
 		ex.Decision = "allow"

@@ -96,7 +96,9 @@ type Decision struct {
 	// auth and path known, over doc only — as Firestore filters in
 	// disjunctive normal form: a document is visible when it matches every
 	// filter of at least one conjunct. Set only with FilterPushedDown;
-	// never empty then, and no conjunct is empty.
+	// never empty then, and no conjunct is empty. A `!=` with a non-null
+	// value means CEL's != (true also for null); Firestore's excludes null,
+	// so the planner adds `field == null` as an alternative.
 	Pushdown [][]wire.Filter
 	// GatewayReason says, safely for the client, why the residual cannot be
 	// pushed down (FilterGateway only).

@@ -18,11 +18,8 @@ import (
 // client's filters and the `in` values counted.
 const MaxPushdownDisjuncts = 30
 
-// Firestore bounds the values of in and not-in.
-const (
-	maxPushInValues    = 30
-	maxPushNotInValues = 10
-)
+// Firestore bounds the values of in.
+const maxPushInValues = 30
 
 // notPushable says why a residual has no exact Firestore translation. Its
 // text is safe to show the client: it names the shape, never a value.
@@ -55,13 +52,17 @@ type pushDNF [][]pushLeaf
 // shapes whose Firestore semantics equal CEL's under "an error denies":
 //
 //   - doc.f == c, doc.f != c (c a string, integer, double other than NaN,
-//     bool or null; Firestore's != keeps documents whose field is null or of
-//     another type, as CEL's heterogeneous != does, and excludes documents
-//     without the field, on which CEL errors);
+//     bool or null). A `!=` with a non-null c in the result means CEL's
+//     heterogeneous !=, which holds for a field of another kind and for
+//     null: Firestore's != drops null, so the query planner adds the
+//     `== null` alternative (subscriptions.Plan). Both exclude documents
+//     without the field (CEL errors on them). `!= null` is Firestore's
+//     IS_NOT_NULL, exactly CEL's;
 //   - doc.f < c, <=, >, >= (c a string, number or bool: both sides order
 //     only values of one kind, numbers together);
 //   - doc.f in [c, ...] (in, at most 30 values, none null) and
-//     !(doc.f in [...]) (not-in, at most 10);
+//     !(doc.f in [c]) (!= c); not-in with more values is not translated
+//     (Firestore's not-in drops null and cannot be ORed);
 //   - c in doc.f (array-contains; a scalar c other than null);
 //   - doc.f and !doc.f for a bool field (== true, == false);
 //   - has(doc.f) in a conjunction that also compares doc.f or a field
@@ -338,8 +339,10 @@ func membership(elem, coll ast.Expr, neg bool) (pushDNF, error) {
 			return nil, cannotPush("!(field in []): Firestore cannot select documents by the mere presence of a field")
 		case !neg && len(vals) > maxPushInValues:
 			return nil, cannotPush("`in` with more than %d values", maxPushInValues)
-		case neg && len(vals) > maxPushNotInValues:
-			return nil, cannotPush("not in with more than %d values", maxPushNotInValues)
+		case neg && len(vals) > 1:
+			// Firestore's not-in also drops documents whose field is null,
+			// which CEL keeps, and cannot be ORed with `== null`.
+			return nil, cannotPush("!(field in [list]) with more than one value (Firestore's not-in excludes null values)")
 		}
 		if len(vals) == 1 {
 			op := "=="
@@ -348,11 +351,7 @@ func membership(elem, coll ast.Expr, neg bool) (pushDNF, error) {
 			}
 			return leafDNF(segs, op, vals[0]), nil
 		}
-		op := "in"
-		if neg {
-			op = "not-in"
-		}
-		return leafDNF(segs, op, vals), nil
+		return leafDNF(segs, "in", vals), nil
 	}
 	if segs, ok := docField(coll); ok {
 		if neg {

@@ -163,7 +163,8 @@ func TestFeedsPerOrgAndOverall(t *testing.T) {
 	t.Parallel()
 	e, _ := newFakeEnv(t, envOpts{hub: subscriptions.HubConfig{MaxFeeds: 3, MaxFeedsPerTenant: 2, Linger: -1}})
 	org := uniq("org")
-	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+	// Admins: their tasks filter is true, so a limit is allowed.
+	cl := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org, OrgRole: "org:admin"}))
 	cl.subscribe(map[string]any{"id": "a", "collection": "tasks", "limit": 1})
 	cl.subscribe(map[string]any{"id": "b", "collection": "tasks", "limit": 2})
 	cl.send(map[string]any{"type": "subscribe", "id": "c", "collection": "tasks", "limit": 3})
@@ -171,7 +172,7 @@ func TestFeedsPerOrgAndOverall(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// Joining an existing Feed is never limited.
-	other := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org}))
+	other := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org, OrgRole: "org:admin"}))
 	other.subscribe(map[string]any{"id": "a", "collection": "tasks", "limit": 1})
 	// Overall cap: a third Feed from another org fits, a fourth does not.
 	c2 := e.connect(e.token(authz.MintOptions{UserID: uniq("u"), OrgID: uniq("org")}))

@@ -165,7 +165,10 @@ func New(cfg Config, d Deps) (*Server, error) {
 func (s *Server) Origins() func(string) bool { return s.origins.Allowed }
 
 // SetPolicy replaces the policy and re-checks every live subscription:
-// those no longer allowed end with `unsubscribed` reason forbidden.
+// those no longer allowed end with `unsubscribed` reason forbidden, those
+// whose rule changed move to a Feed planned under the new rule (see
+// recheck). Then every Feed planned under a rule the new policy no longer
+// has is retired: closed at once when it lingers, and never joined again.
 func (s *Server) SetPolicy(p *authz.Policy) {
 	s.policy.Store(p)
 	for _, c := range s.snapshotConns() {
@@ -173,6 +176,7 @@ func (s *Server) SetPolicy(p *authz.Policy) {
 			c.recheck(nil, pr)
 		}
 	}
+	s.hub.Retire(func(spec subscriptions.FeedSpec) bool { return spec.Rule != "" && !p.CurrentRule(spec.Rule) })
 }
 
 // Policy returns the policy in force.

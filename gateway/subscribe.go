@@ -64,10 +64,12 @@ func (s *subscription) Deliver(m *subscriptions.Message, catchUp bool) {
 
 // recheck re-decides every subscription after a refresh (or a policy
 // reload, with old == nil): an org change ends org-scoped subscriptions
-// with org_changed; a subscription the policy no longer allows ends with
-// forbidden; one whose Feed key changed (the filter reads an attribute
-// that changed) moves to its new Feed with a fresh `subscribed` and
-// snapshot. It plans with the principal in force when it holds opMu (p
+// with org_changed; a subscription the policy no longer allows (or whose
+// limit it no longer can honour) ends with forbidden; one whose Feed key
+// changed (the filter reads an attribute that changed, or a reload
+// changed its rule) moves to its new Feed with `subscribed` resumed=true
+// and the exact diff (Hub.Move): documents it may no longer see are
+// `removed`. It plans with the principal in force when it holds opMu (p
 // only stands in before one is installed), so a re-check that runs late
 // never plans with a principal a revocation or a newer refresh replaced.
 func (c *conn) recheck(old, p *authz.Principal) {
@@ -91,9 +93,14 @@ func (c *conn) recheck(old, p *authz.Principal) {
 			c.endWith(sub, wire.ReasonOrgChanged, "the active organization changed; subscribe again")
 			continue
 		}
-		spec, _, err := c.plan(pol, p, sub.req)
+		spec, _, _, err := c.plan(pol, p, sub.req)
 		if err != nil {
-			c.endWith(sub, wire.ReasonForbidden, "no longer allowed")
+			msg := "no longer allowed"
+			var qe *subscriptions.QueryError
+			if errors.As(err, &qe) {
+				msg = "no longer allowed: " + qe.Msg
+			}
+			c.endWith(sub, wire.ReasonForbidden, msg)
 			continue
 		}
 		if spec.Key == sub.key {
@@ -127,30 +134,43 @@ func (c *conn) endWith(sub *subscription, reason, msg string) {
 	c.q.pushCtrl(metrics.SentUnsubscribed, f.AppendTo(nil, sub.quoted))
 }
 
-// plan turns a subscribe request into a FeedSpec under policy pol for p.
-func (c *conn) plan(pol *authz.Policy, p *authz.Principal, m wire.ClientMessage) (subscriptions.FeedSpec, *authz.Decision, error) {
-	dec, err := pol.Decide(p, m.Collection, m.Where)
-	if err != nil {
-		return subscriptions.FeedSpec{}, nil, err
-	}
-	where := make([]wire.Filter, 0, len(m.Where))
-	for _, f := range m.Where {
-		if f.Field != dec.ScopeField {
-			where = append(where, f)
+// plan turns a subscribe request (a collection query or a document) into a
+// FeedSpec under policy pol for p: the policy decides (scope, allow, the
+// filter's residual for p) and subscriptions.Plan builds the query and
+// the Feed key. The FilterWhere says where the policy filter runs.
+func (c *conn) plan(pol *authz.Policy, p *authz.Principal, m wire.ClientMessage) (subscriptions.FeedSpec, *authz.Decision, subscriptions.FilterWhere, error) {
+	coll, docID := m.Collection, ""
+	if m.Doc != "" {
+		var err error
+		if coll, docID, err = wire.SplitDocPath(m.Doc); err != nil {
+			return subscriptions.FeedSpec{}, nil, 0, &subscriptions.QueryError{Msg: err.Error()}
 		}
 	}
-	q, err := subscriptions.NormalizeQuery(dec.Collection, where, m.OrderBy, m.Limit, dec.MaxLimit)
+	dec, err := pol.Decide(p, coll, m.Where)
 	if err != nil {
-		return subscriptions.FeedSpec{}, nil, err
+		return subscriptions.FeedSpec{}, nil, 0, err
 	}
-	q = q.WithFilter(wire.Filter{Field: dec.ScopeField, Op: "==", Value: dec.ScopeValue})
-	return subscriptions.FeedSpec{
-		Query:  q,
-		Key:    q.Key() + "\x1f" + dec.KeyAttrs,
-		Tenant: dec.Scope + ":" + dec.ScopeValue,
-		User:   feedUser(dec, p),
-		Filter: dec.Filter,
-	}, dec, nil
+	spec, where, err := subscriptions.Plan(subscriptions.PlanRequest{
+		Collection:    dec.Collection,
+		DocID:         docID,
+		Where:         m.Where,
+		OrderBy:       m.OrderBy,
+		Limit:         m.Limit,
+		MaxLimit:      dec.MaxLimit,
+		ScopeField:    dec.ScopeField,
+		ScopeValue:    dec.ScopeValue,
+		Tenant:        dec.Scope + ":" + dec.ScopeValue,
+		Rule:          dec.RuleFingerprint,
+		Pushdown:      dec.Pushdown,
+		GatewayReason: dec.GatewayReason,
+		ResidualKey:   dec.ResidualKey,
+		Filter:        dec.Filter,
+	})
+	if err != nil {
+		return subscriptions.FeedSpec{}, nil, 0, err
+	}
+	spec.User = feedUser(dec, p)
+	return spec, dec, where, nil
 }
 
 func (c *conn) subscribe(m wire.ClientMessage) {
@@ -171,7 +191,7 @@ func (c *conn) subscribe(m wire.ClientMessage) {
 		return
 	}
 	p := c.principal.Load()
-	spec, dec, err := c.plan(s.policy.Load(), p, m)
+	spec, dec, where, err := c.plan(s.policy.Load(), p, m)
 	if err != nil {
 		var de *authz.DenyError
 		var qe *subscriptions.QueryError
@@ -185,6 +205,12 @@ func (c *conn) subscribe(m wire.ClientMessage) {
 			c.sendError(m.ID, wire.CodeInternal, "internal error", 0)
 		}
 		return
+	}
+	switch where {
+	case subscriptions.FilterInFirestore:
+		s.m.PolicyFilters[metrics.FilterPushedDown].Inc()
+	case subscriptions.FilterInGateway:
+		s.m.PolicyFilters[metrics.FilterGateway].Inc()
 	}
 	sub := &subscription{id: m.ID, quoted: wire.QuoteID(m.ID), c: c, req: m, scope: dec.Scope, key: spec.Key, takenSeq: noSeq}
 	c.mu.Lock()

@@ -140,6 +140,16 @@ const (
 	numWriteResults
 )
 
+// FilterWhere labels policy_filters_total{where}: where a subscription's
+// policy filter runs.
+type FilterWhere uint8
+
+const (
+	FilterPushedDown FilterWhere = iota
+	FilterGateway
+	numFilterWheres
+)
+
 // The label value of each constant, indexed by the constant.
 var (
 	handshakeResultNames = [numHandshakeResults]string{"ok", "unauthorized", "forbidden_origin", "rate_limited", "error"}
@@ -151,6 +161,7 @@ var (
 	limitNames           = [numLimits]string{"handshake", "auth_failures", "connections_per_user", "messages", "subscriptions", "feeds_per_org", "feeds", "feed_bytes_per_org", "feed_share_per_user", "revocations", "writes_per_conn", "writes_per_user"}
 	writeOpNames         = [numWriteOps]string{"create", "set", "update", "delete"}
 	writeResultNames     = [numWriteResults]string{"ok", "forbidden", "bad_request", "not_found", "already_exists", "failed_precondition", "rate_limited", "unavailable", "not_applied"}
+	filterWhereNames     = [numFilterWheres]string{"pushed_down", "gateway"}
 )
 
 func (v HandshakeResult) String() string  { return handshakeResultNames[v] }
@@ -162,6 +173,7 @@ func (v OverflowAction) String() string   { return overflowActionNames[v] }
 func (v Limit) String() string            { return limitNames[v] }
 func (v WriteOp) String() string          { return writeOpNames[v] }
 func (v WriteResult) String() string      { return writeResultNames[v] }
+func (v FilterWhere) String() string      { return filterWhereNames[v] }
 
 // Label value lists, in constant order (what /metrics shows at zero).
 var (
@@ -174,6 +186,7 @@ var (
 	Limits            = limitNames[:]
 	WriteOps          = writeOpNames[:]
 	WriteResults      = writeResultNames[:]
+	FilterWheres      = filterWhereNames[:]
 )
 
 // labelFamilies names every family's value list for checkLabels.
@@ -189,6 +202,7 @@ var labelFamilies = map[string][]string{
 	"fleet_lease_changes_total":  LeaseChanges,
 	"writes_total{op}":           WriteOps,
 	"writes_total{result}":       WriteResults,
+	"policy_filters_total":       FilterWheres,
 }
 
 // checkLabels reports the first family whose label values are empty or

@@ -35,13 +35,17 @@ type Metrics struct {
 
 	// Labelled families, indexed by their typed label constants
 	// (labels.go).
-	Handshakes       [numHandshakeResults]prometheus.Counter
-	AuthFailures     [numAuthFailReasons]prometheus.Counter
-	Disconnects      [numDisconnectReasons]prometheus.Counter
-	MessagesSent     [numSentTypes]prometheus.Counter
-	ClientMessages   [numClientTypes]prometheus.Counter
-	QueueOverflows   [numOverflowActions]prometheus.Counter
-	RateLimited      [numLimits]prometheus.Counter
+	Handshakes     [numHandshakeResults]prometheus.Counter
+	AuthFailures   [numAuthFailReasons]prometheus.Counter
+	Disconnects    [numDisconnectReasons]prometheus.Counter
+	MessagesSent   [numSentTypes]prometheus.Counter
+	ClientMessages [numClientTypes]prometheus.Counter
+	QueueOverflows [numOverflowActions]prometheus.Counter
+	RateLimited    [numLimits]prometheus.Counter
+	// PolicyFilters counts subscriptions planned with a policy filter by
+	// where it runs: pushed down into the Firestore query (Firestore bills
+	// only the documents it returns) or in the gateway only.
+	PolicyFilters    [numFilterWheres]prometheus.Counter
 	FeedErrorsByCode map[codes.Code]prometheus.Counter
 
 	// Writes counts write operations by op and result.
@@ -114,6 +118,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	vec("client_messages_total", "Messages received from clients by type.", "type", ClientTypes, m.ClientMessages[:])
 	vec("send_queue_overflows_total", "Send queue overflows by the action taken.", "action", OverflowActions, m.QueueOverflows[:])
 	vec("rate_limited_total", "Refusals by the limit that refused.", "limit", Limits, m.RateLimited[:])
+	vec("policy_filters_total", "Subscriptions planned with a policy filter, by where the filter runs.", "where", FilterWheres, m.PolicyFilters[:])
 
 	m.Fleet = newFleet(&cs)
 	cs = append(cs, buildInfo())

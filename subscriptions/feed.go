@@ -64,7 +64,7 @@ type feed struct {
 	mu sync.Mutex // guards everything below
 	// closed is set once, when the Feed leaves the registry (linger
 	// expiry, permanent error or Hub.Close); a closed Feed delivers nothing.
-	closed  bool
+	closed bool
 	// retired is set by Hub.Retire when the Feed left the registry while
 	// subscribers were attached: the last one to leave closes it at once
 	// instead of lingering.

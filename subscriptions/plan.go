@@ -71,6 +71,9 @@ const (
 // the rule fingerprint and the residual key, so that subscribers share a
 // Feed exactly when they see the same documents under the same rule.
 //
+// A document subscription (DocID) queries Collection for __name__ ==
+// the document and the scope, and its policy filter runs in the gateway.
+//
 // When the policy filter runs only in the gateway — the residual has no
 // Firestore translation, or the translation and the client's filters
 // together break a Firestore rule (too many disjunctions, two
@@ -107,6 +110,12 @@ func Plan(r PlanRequest) (FeedSpec, FilterWhere, error) {
 	where := FilterNowhere
 	reason := r.GatewayReason
 	switch {
+	case r.DocID != "" && r.Filter != nil:
+		// One document needs no push-down (no limit to honour, nothing
+		// billed beyond it), and Firestore refuses an equality on
+		// __name__ next to inequalities on other fields: the gateway
+		// filters it.
+		reason = "document subscription"
 	case r.Pushdown != nil && reason == "":
 		pq, err := q.withPushdown(r.Pushdown)
 		if err != nil {
@@ -153,13 +162,17 @@ func badDocID(id string) string {
 
 // withPushdown adds the policy's filters in disjunctive normal form to q,
 // or says which Firestore rule the combination breaks. One conjunct joins
-// q.Filters (and all of NormalizeQuery's rules apply to the whole); several
+// q.Filters (and all of NormalizeQuery's rules apply to the whole), except
+// a `!=` with a non-null value, which means CEL's != and becomes q.Or =
+// (x != c || x == null), Firestore's != excluding null; several
 // become q.Or, under Firestore's rules for disjunctions: at most
 // MaxDisjunctions in disjunctive normal form (each `in` or
 // array-contains-any value counting as one), at most one array-contains or
 // array-contains-any per conjunct, no != or not-in anywhere in a query
-// with a disjunction (a conservative reading of Firestore's rules), and at
-// most MaxInequalityFields inequality fields overall.
+// with a disjunction (a conservative reading of Firestore's rules), at
+// most MaxInequalityFields inequality fields overall, and each inequality
+// field tested in every disjunct (Firestore orders by the inequality
+// fields, dropping documents that lack one, whichever disjunct they match).
 func (q Query) withPushdown(dnf [][]wire.Filter) (Query, error) {
 	if len(dnf) == 0 {
 		return Query{}, queryErrf("the policy filter is false")
@@ -184,14 +197,41 @@ func (q Query) withPushdown(dnf [][]wire.Filter) (Query, error) {
 		base = append(base, keyedFilter{f: f, key: appendFilterValueKey(nil, f.Value)})
 	}
 	if len(conjs) == 1 {
-		all := sortWhereFilters(append(append([]keyedFilter(nil), base...), conjs[0]...))
-		if err := checkWhereFilters(all); err != nil {
+		// A policy `x != c` (c not null) is CEL's !=, which holds for null
+		// too: it becomes the disjunction (x != c || x == null), which
+		// Firestore accepts once per query (its single NOT_EQUAL).
+		var neq *keyedFilter
+		rest := make([]keyedFilter, 0, len(conjs[0]))
+		for i, kf := range conjs[0] {
+			if kf.f.Op == "!=" && kf.f.Value != nil {
+				if neq != nil {
+					return Query{}, queryErrf("two != comparisons (Firestore allows one per query)")
+				}
+				neq = &conjs[0][i]
+				continue
+			}
+			rest = append(rest, kf)
+		}
+		all := sortWhereFilters(append(append([]keyedFilter(nil), base...), rest...))
+		check := all
+		if neq != nil {
+			for _, kf := range all {
+				if kf.f.Op == "!=" || kf.f.Op == "not-in" {
+					return Query{}, queryErrf("the query has a %s filter and the policy a != comparison (Firestore allows one per query)", kf.f.Op)
+				}
+			}
+			check = sortWhereFilters(append(append([]keyedFilter(nil), all...), *neq))
+		}
+		if err := checkWhereFilters(check); err != nil {
 			return Query{}, err
 		}
 		out := q
 		out.Filters = make([]wire.Filter, len(all))
 		for i := range all {
 			out.Filters[i] = all[i].f
+		}
+		if neq != nil {
+			out.Or = [][]wire.Filter{{neq.f}, {{Field: neq.f.Field, Op: "==", Value: nil}}}
 		}
 		return out, nil
 	}
@@ -217,7 +257,7 @@ func (q Query) withPushdown(dnf [][]wire.Filter) (Query, error) {
 		for _, kf := range conj {
 			switch kf.f.Op {
 			case "!=", "not-in":
-				return Query{}, queryErrf("the policy's %s cannot be combined with a disjunction", kf.f.Op)
+				return Query{}, queryErrf("a %s comparison inside a disjunction (Firestore allows a single one per query, and none under an OR)", kf.f.Op)
 			case "in", "array-contains-any":
 				disj *= len(kf.f.Value.([]any))
 			}
@@ -241,6 +281,31 @@ func (q Query) withPushdown(dnf [][]wire.Filter) (Query, error) {
 	}
 	if len(ineq) > MaxInequalityFields {
 		return Query{}, queryErrf("inequality filters on more than %d fields", MaxInequalityFields)
+	}
+	// Firestore orders a query by its inequality fields, which drops every
+	// document that lacks one of them, also from the disjuncts that do not
+	// test it: each inequality field must be tested by every disjunct (or
+	// by the filters common to all).
+	baseFields := map[string]bool{}
+	for _, kf := range base {
+		baseFields[kf.f.Field] = true
+	}
+	for field := range ineq {
+		if baseFields[field] {
+			continue
+		}
+		for _, conj := range conjs {
+			tested := false
+			for _, kf := range conj {
+				if kf.f.Field == field {
+					tested = true
+					break
+				}
+			}
+			if !tested {
+				return Query{}, queryErrf("a range comparison of %s in only some disjuncts (Firestore would drop documents without %s from all of them)", field, field)
+			}
+		}
 	}
 	// Canonical order of the conjuncts, duplicates dropped.
 	keys := make([][]byte, len(conjs))
