@@ -146,6 +146,10 @@ type Hub struct {
 	perTenant   map[string]int                // registered Feeds per tenant; guarded by limMu
 	tenantFeeds map[string]map[*feed]struct{} // registered Feeds per tenant; guarded by limMu
 	perUser     map[tenantUser]int            // Feeds opened per (tenant, user); guarded by limMu
+	// retired holds the Feeds Retire took out of the registry while they
+	// had subscribers, until they close (so Close still reaches them);
+	// guarded by limMu.
+	retired map[*feed]struct{}
 
 	closed atomic.Bool    // set first thing by Close
 	wg     sync.WaitGroup // Feed goroutines
@@ -232,6 +236,7 @@ func NewHub(src Source, cfg HubConfig) (*Hub, error) {
 		perTenant:   make(map[string]int),
 		tenantFeeds: make(map[string]map[*feed]struct{}),
 		perUser:     make(map[tenantUser]int),
+		retired:     make(map[*feed]struct{}),
 		afterFunc:   func(d time.Duration, fn func()) func() bool { return cfg.Clock.AfterFunc(d, fn).Stop },
 	}
 	for i := range h.shards {
@@ -542,6 +547,7 @@ func (h *Hub) evictLingering(spec FeedSpec, limit metrics.Limit) bool {
 // whoever set its closed flag.
 func (h *Hub) forget(f *feed) {
 	h.limMu.Lock()
+	delete(h.retired, f)
 	h.total--
 	if n := h.perTenant[f.spec.Tenant] - 1; n > 0 {
 		h.perTenant[f.spec.Tenant] = n
@@ -651,6 +657,11 @@ func (h *Hub) Close() {
 		clear(sh.feeds)
 		sh.mu.Unlock()
 	}
+	h.limMu.Lock()
+	for f := range h.retired {
+		feeds = append(feeds, f)
+	}
+	h.limMu.Unlock()
 	for _, f := range feeds {
 		f.mu.Lock()
 		wasOpen := !f.closed
@@ -699,6 +710,9 @@ func (h *Hub) Retire(stale func(FeedSpec) bool) (closed, retired int) {
 				done = append(done, f)
 			} else if !f.closed {
 				retired++
+				h.limMu.Lock()
+				h.retired[f] = struct{}{}
+				h.limMu.Unlock()
 			}
 			f.mu.Unlock()
 		}
