@@ -316,3 +316,21 @@ func TestDocSubscriptionResume(t *testing.T) {
 		t.Fatalf("resume changes %+v", m)
 	}
 }
+
+// TestSSEDocSubscription: ?doc= subscribes to one document over SSE, under
+// the same policy (a hidden document is an empty snapshot).
+func TestSSEDocSubscription(t *testing.T) {
+	e := newEnv(t, envOpts{policy: pushPolicy})
+	org := uniq("org")
+	e.put("tasks/"+org+"_pub", map[string]any{"org_id": org, "visibility": "public"})
+	e.put("tasks/"+org+"_priv", map[string]any{"org_id": org, "visibility": "private"})
+	tok := e.token(authz.MintOptions{UserID: uniq("u"), OrgID: org, OrgRole: "org:member"})
+	for id, n := range map[string]int{org + "_pub": 1, org + "_priv": 0} {
+		c, _ := e.sse(tok, "doc=tasks/"+id, "")
+		c.next("welcome")
+		c.next("subscribed")
+		if s := c.next("snapshot"); len(s.msg.Docs) != n {
+			t.Fatalf("%s: snapshot %s, want %d documents", id, s.data, n)
+		}
+	}
+}

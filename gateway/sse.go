@@ -16,8 +16,8 @@ import (
 
 // handleSSE serves GET /v1/sse: one subscription as Server-Sent Events,
 // for clients that cannot keep a WebSocket. The query string carries the
-// subscribe request (collection, where and order_by as JSON arrays, limit,
-// id); the token comes from `Authorization: Bearer` (or the __session
+// subscribe request (collection or doc, where and order_by as JSON
+// arrays, limit, id); the token comes from `Authorization: Bearer` (or the __session
 // cookie with an allowed Origin); `Last-Event-ID: <epoch>:<seq>` resumes.
 // Every protocol message is one `data:` event; `changes` and the final
 // snapshot chunk carry `id: <epoch>:<seq>`. The stream ends with an
@@ -103,6 +103,9 @@ func (s *Server) refuseJSON(w http.ResponseWriter, status int, retry time.Durati
 func sseRequest(r *http.Request) (wire.ClientMessage, error) {
 	q := r.URL.Query()
 	req := map[string]any{"type": wire.TypeSubscribe, "id": q.Get("id"), "collection": q.Get("collection")}
+	if d := q.Get("doc"); d != "" {
+		req["doc"] = d
+	}
 	if req["id"] == "" {
 		req["id"] = "sse"
 	}
