@@ -114,6 +114,8 @@ func TestLimitRefusedWhenFilterStaysInGateway(t *testing.T) {
 // TestPolicyReloadReachesFeeds is the attack of a reload that tightens a
 // filter: subscribers attached, a lingering Feed, and new subscribers
 // must never see the newly hidden document; loosening adds it back.
+// Writes retry: the emulator may fail one with "call already cancelled"
+// while the Listen streams of retired Feeds end.
 func TestPolicyReloadReachesFeeds(t *testing.T) {
 	open := `
 collections:
@@ -123,9 +125,9 @@ collections:
 	e := newEnv(t, envOpts{policy: open})
 	org := uniq("org")
 	pub, priv, team := org+"_pub", org+"_priv", org+"_team"
-	e.put("tasks/"+pub, map[string]any{"org_id": org, "visibility": "public", "status": "open"})
-	e.put("tasks/"+priv, map[string]any{"org_id": org, "visibility": "private", "status": "open"})
-	e.put("tasks/"+team, map[string]any{"org_id": org, "visibility": "team", "status": "open"})
+	putRetrying(t, e.fs, "tasks/"+pub, map[string]any{"org_id": org, "visibility": "public", "status": "open"})
+	putRetrying(t, e.fs, "tasks/"+priv, map[string]any{"org_id": org, "visibility": "private", "status": "open"})
+	putRetrying(t, e.fs, "tasks/"+team, map[string]any{"org_id": org, "visibility": "team", "status": "open"})
 	memberTok := func() string {
 		return e.token(authz.MintOptions{UserID: uniq("m"), OrgID: org, OrgRole: "org:member"})
 	}
@@ -195,7 +197,7 @@ collections:
 		t.Fatalf("new subscriber after the reload sees %v", ids)
 	}
 	// Updates of the hidden document reach the admin only.
-	e.put("tasks/"+priv, map[string]any{"org_id": org, "visibility": "private", "status": "open", "v": 2})
+	putRetrying(t, e.fs, "tasks/"+priv, map[string]any{"org_id": org, "visibility": "private", "status": "open", "v": 2})
 	if m := admin.expect("changes"); m.Changes[0].ID != priv {
 		t.Fatalf("admin got %+v", m)
 	}
@@ -217,7 +219,7 @@ collections:
 	if m := newcomer.expect("changes"); len(m.Changes) != 1 || m.Changes[0].ID != team || m.Changes[0].Kind != "removed" {
 		t.Fatalf("newcomer diff %+v", m.Changes)
 	}
-	e.put("tasks/"+team, map[string]any{"org_id": org, "visibility": "team", "status": "open", "v": 2})
+	putRetrying(t, e.fs, "tasks/"+team, map[string]any{"org_id": org, "visibility": "team", "status": "open", "v": 2})
 	admin.expect("changes")
 
 	// Loosen: no filter at all; the member gets both back.
