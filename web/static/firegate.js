@@ -1453,6 +1453,7 @@ var Client = class {
   dispose() {
     var _a;
     this.close();
+    if (__privateGet(this, _link) instanceof TabLink) __privateGet(this, _link).destroy();
     (_a = __privateGet(this, _removeGlobalListeners)) == null ? void 0 : _a.call(this);
     for (const t of __privateGet(this, _targets).values()) __privateGet(this, _t2).clearTimeout(t.retryTimer);
     for (const w of __privateGet(this, _writes)) {

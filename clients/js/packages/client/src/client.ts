@@ -337,6 +337,7 @@ export class Client {
   /** Closes for good and removes global listeners. */
   dispose(): void {
     this.close();
+    if (this.#link instanceof TabLink) this.#link.destroy();
     this.#removeGlobalListeners?.();
     for (const t of this.#targets.values()) this.#t.clearTimeout(t.retryTimer);
     for (const w of this.#writes) {
