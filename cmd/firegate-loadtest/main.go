@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&targets, "target", "base URL of a running 'firegate dev' (repeatable; default: start --instances gateways)")
 	fs.Var(&admins, "admin", "admin URL of each --target, in the same order (for /metrics and /debug/memory)")
 	fs.IntVar(&cfg.Instances, "instances", 0, "gateway processes to start (default 1); connections spread over them")
+	fs.BoolVar(&cfg.NATS, "nats", false, "start an embedded NATS and run the gateways in fleet mode (one Firestore listener per Feed across instances)")
 	fs.StringVar(&cfg.FiregateBin, "firegate-bin", "", "firegate binary (default: go build ./cmd/firegate into a temp dir)")
 	fs.StringVar(&cfg.EmulatorHost, "emulator-host", "", "a running Firestore emulator host:port (default: start one)")
 	fs.StringVar(&cfg.ProjectID, "project", "", "Firestore project id (default firegate-dev)")

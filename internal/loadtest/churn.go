@@ -277,6 +277,7 @@ func (r *runner) churn(ctx context.Context) error {
 	res.check("no failed cycles", cr.Failures == 0, "%d of %d cycles failed", cr.Failures, cr.Cycles)
 	res.check("every cycle completed", cr.Completed == cr.Cycles, "%d of %d", cr.Completed, cr.Cycles)
 	res.check("resume served from the lingering Feed", cr.Fresh == 0, "%d resumed, %d fresh snapshots", cr.Resumed, cr.Fresh)
+	r.markFleet(res, int(cycles.Load()))
 	checkListeners(res, exp)
 	return nil
 }

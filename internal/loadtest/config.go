@@ -53,6 +53,10 @@ type Config struct {
 	ProjectID string
 	// GatewayArgs are extra `firegate dev` arguments.
 	GatewayArgs []string
+	// NATS starts an embedded NATS server (loopback, JetStream) and runs
+	// the gateways the tool starts in fleet mode against it: one Firestore
+	// listener per distinct Feed across all instances.
+	NATS bool
 	// Pprof starts gateways with --pprof (and saves a CPU profile of
 	// fanout and authstorm into ProfileDir when set).
 	Pprof      bool

@@ -96,3 +96,44 @@ func TestQuickAgainstFiregateDev(t *testing.T) {
 		t.Fatalf("no live progress:\n%s", progress.String())
 	}
 }
+
+// TestQuickFleetAgainstFiregateDev runs the quick fanout over three
+// `firegate dev` processes in fleet mode (--nats): every subscriber gets
+// every change and the three instances together start one Firestore
+// listener per distinct Feed.
+func TestQuickFleetAgainstFiregateDev(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cfg := Quick()
+	cfg.Scenarios = []string{ScenarioFanout}
+	cfg.Instances = 3
+	cfg.NATS = true
+	var progress bytes.Buffer
+	cfg.Progress = &progress
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	if failed := rep.Failed(); len(failed) > 0 {
+		t.Fatalf("failed checks:\n%s", strings.Join(failed, "\n"))
+	}
+	fan := rep.Find(ScenarioFanout, KindFiregate)
+	if fan == nil || len(fan.Instances) != 3 {
+		t.Fatalf("fanout: %+v", fan)
+	}
+	if fan.FleetFeeds != 2 || fan.Total.ListenersStarted != 2 {
+		t.Fatalf("fleet: %d listeners for %d distinct Feeds over 3 instances, want 2 for 2", fan.Total.ListenersStarted, fan.FleetFeeds)
+	}
+	if fan.Writes < 20 || fan.Expected < fan.Writes*9 || fan.Deliveries != fan.Expected {
+		t.Fatalf("fanout: writes %d, expected %d, delivered %d", fan.Writes, fan.Expected, fan.Deliveries)
+	}
+	found := false
+	for _, c := range fan.Checks {
+		if strings.Contains(c.Name, "fleet-wide") && c.OK {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no passing fleet-wide listener check in %+v", fan.Checks)
+	}
+}

@@ -31,6 +31,9 @@ type RunResult struct {
 	DurationS float64          `json:"duration_s"`
 	Instances []InstanceResult `json:"instances"`
 	Total     InstanceResult   `json:"total"`
+	// FleetFeeds is, in fleet mode (--nats), the number of distinct Feeds
+	// over all instances; 0 otherwise.
+	FleetFeeds int `json:"fleet_feeds,omitempty"`
 
 	Conns      int64           `json:"conns,omitempty"`
 	Ready      int64           `json:"ready,omitempty"`

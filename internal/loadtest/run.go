@@ -26,6 +26,7 @@ type runner struct {
 	emu     *emulator.Emulator
 	emuHost string
 	emuPID  int
+	nats    *embeddedNATS // with Config.NATS; nil otherwise
 	bin     string
 	tmp     string
 	d       *dialer
@@ -124,6 +125,13 @@ func (r *runner) setup(ctx context.Context) error {
 			}
 		}
 	}
+	if r.cfg.NATS && r.ownGateways() && r.needsFiregate() {
+		if r.nats, err = startNATS(); err != nil {
+			return err
+		}
+		r.cfg.GatewayArgs = append(r.cfg.GatewayArgs, "--nats-url", r.nats.url())
+		fmt.Fprintf(r.cfg.Progress, "fleet mode: embedded NATS at %s\n", r.nats.url())
+	}
 	r.emuHost = r.cfg.EmulatorHost
 	if r.emuHost == "" && r.ownGateways() && r.needsFiregate() {
 		fmt.Fprintln(r.cfg.Progress, "starting Google's Firestore emulator…")
@@ -163,6 +171,9 @@ func (r *runner) build(ctx context.Context) (string, error) {
 func (r *runner) close() {
 	if r.writer != nil {
 		_ = r.writer.Close()
+	}
+	if r.nats != nil {
+		r.nats.stop()
 	}
 	if r.emu != nil {
 		_ = r.emu.Stop()
@@ -355,4 +366,12 @@ func (r *runner) profile(ctx context.Context, insts []*Instance, label string, d
 		}()
 	}
 	return wg.Wait
+}
+
+// markFleet records, in fleet mode, how many distinct Feeds conns
+// connections (or cycles) open over all instances.
+func (r *runner) markFleet(res *RunResult, conns int) {
+	if r.nats != nil && res.Target == KindFiregate {
+		res.FleetFeeds = min(max(conns, 0), r.cfg.Feeds)
+	}
 }

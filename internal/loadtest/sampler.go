@@ -231,6 +231,10 @@ func checkListeners(res *RunResult, exp []int) {
 	if res.Target != KindFiregate {
 		return
 	}
+	if res.FleetFeeds > 0 {
+		checkFleetListeners(res)
+		return
+	}
 	ok, maxOK := true, true
 	var parts, maxParts []string
 	for i, in := range res.Instances {
@@ -245,4 +249,15 @@ func checkListeners(res *RunResult, exp []int) {
 	}
 	res.check("one listener per distinct Feed", ok, "%s", strings.Join(parts, "; "))
 	res.check("never more Feeds than distinct queries", maxOK, "%s", strings.Join(maxParts, "; "))
+}
+
+// checkFleetListeners checks fleet mode: one Firestore listener per
+// distinct Feed across all instances (the sum of their listener counters).
+func checkFleetListeners(res *RunResult) {
+	var parts []string
+	for _, in := range res.Instances {
+		parts = append(parts, fmt.Sprintf("%s: %d", in.Name, in.ListenersStarted))
+	}
+	res.check("one listener per distinct Feed fleet-wide", res.Total.ListenersStarted == int64(res.FleetFeeds),
+		"%d started over %d instances (%s) for %d distinct Feeds", res.Total.ListenersStarted, len(res.Instances), strings.Join(parts, ", "), res.FleetFeeds)
 }

@@ -124,6 +124,7 @@ func (r *runner) hold(ctx context.Context, kind string) error {
 		memOK = memOK && before[i].memOK && after[i].memOK
 	}
 	res.check("memory measured", memOK, "/debug/memory before and after on every instance")
+	r.markFleet(res, cfg.Conns)
 	checkListeners(res, exp)
 	return nil
 }
@@ -343,6 +344,7 @@ func (r *runner) fanout(ctx context.Context, kind, scenario string) error {
 	if kind == KindFiregate {
 		res.check("writer had no errors", ws.Errors == 0, "%d commit errors", ws.Errors)
 	}
+	r.markFleet(res, cfg.Subscribers)
 	checkListeners(res, exp)
 	return nil
 }
