@@ -218,8 +218,12 @@ test('sign-out: getToken null closes the socket, clears, and opens no new one', 
     await q.until((s) => s.docs.length === 0, 'cleared');
     await waitFor(() => alice.state === 'signed_out', 'signed out');
     const before = sockets.filter((e) => e.event === 'new').length;
-    alice.nudge(); // the network comes back, the tab becomes visible: still signed out
-    await new Promise((r) => setTimeout(r, 100));
+    // The network comes back, the tab becomes visible: the token is asked
+    // again (connecting), it is still null (signed_out), and no socket opens.
+    const states = [];
+    alice.on('state', (st) => states.push(st));
+    alice.nudge();
+    await waitFor(() => states.join(',') === 'connecting,signed_out', 'the token re-checked');
     assert.equal(sockets.filter((e) => e.event === 'new').length, before, 'no socket for a signed-out user');
     assert.equal(alice.state, 'signed_out');
   } finally {
