@@ -132,15 +132,6 @@ func (p *proc) readyz(t *testing.T) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-func (p *proc) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
 // metric returns the value of the series whose line starts with series
 // (name plus label set, exactly as /metrics prints it), or 0.
 func (p *proc) metric(t *testing.T, series string) float64 {

@@ -104,10 +104,10 @@ func TestPushdownProperty(t *testing.T) {
 			return ids
 		}
 		type watcher struct {
-			cl          *client
-			user, role  string
-			limit       int
-			state, done map[string]map[string]bool
+			cl         *client
+			user, role string
+			limit      int
+			state      map[string]map[string]bool
 		}
 		var ws []*watcher
 		for i, u := range users {
