@@ -4,7 +4,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { IDBFactory } from 'fake-indexeddb';
-import { collection, createClient, IndexedDBPersistence } from '../../packages/client/dist/esm/index.js';
+import { collection, createClient, doc, IndexedDBPersistence } from '../../packages/client/dist/esm/index.js';
 import { startDev, startProxy, waitFor } from '../helpers/dev.mjs';
 
 let dev;
@@ -228,5 +228,37 @@ test('sign-out: getToken null closes the socket, clears, and opens no new one', 
     assert.equal(alice.state, 'signed_out');
   } finally {
     alice.dispose();
+  }
+});
+
+test('document subscription: one document, its changes, and nothing for a document the caller may not see', async () => {
+  const alice = client({ getToken: () => dev.token('user_alice', 'org_acme') });
+  const bob = client({ getToken: () => dev.token('user_bob', 'org_acme') });
+  try {
+    const title = `doc-${uniq()}`;
+    const created = await dev.docs.create('tasks', { org_id: 'org_acme', title, status: 'open', visibility: 'public' });
+    const a = watch(alice, doc(created.path));
+    const first = await a.until((s) => s.status === 'ready' && s.doc, 'the document');
+    assert.equal(first.doc.data.title, title);
+    assert.equal(first.docs.length, 1);
+    await dev.docs.patch(created.path, { title: `${title}-2` });
+    await a.until((s) => s.doc?.data.title === `${title}-2`, 'modified');
+    // Private: bob (member) may not see it; for him it does not exist.
+    await dev.docs.patch(created.path, { visibility: 'private' });
+    const b = watch(bob, doc(created.path));
+    const hidden = await b.until((s) => s.status === 'ready', 'bob ready');
+    assert.equal(hidden.doc, null);
+    await a.until((s) => s.doc?.data.visibility === 'private', 'the admin still sees it, private');
+    await dev.docs.remove(created.path);
+    await a.until((s) => s.doc === null, 'removed when deleted');
+    // Another org's document is indistinguishable from a missing one.
+    const other = await dev.docs.create('tasks', { org_id: 'org_globex', title: `other-${uniq()}`, status: 'open', visibility: 'public' });
+    const o = watch(alice, doc(other.path));
+    const none = await o.until((s) => s.status === 'ready', 'ready');
+    assert.equal(none.doc, null);
+    await dev.docs.remove(other.path);
+  } finally {
+    alice.dispose();
+    bob.dispose();
   }
 });
