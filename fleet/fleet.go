@@ -28,6 +28,9 @@
 //     applies what the stream still holds, starts the inner listener, and
 //     its Feed diffs the fresh result against the mirrored set and
 //     continues the same epoch with the next seq.
+//   - A mirror declares its interest in the Feed (interest.go); the owner
+//     keeps its listener while any other instance is interested, and stops
+//     one linger after the last subscriber fleet-wide left.
 //   - When NATS is unreachable, Feeds run the inner listener locally
 //     (degraded; metric fleet_degraded, Status, a log line). A degraded Feed
 //     moves its seq far ahead once (so a resume elsewhere can never be
@@ -113,6 +116,13 @@ type Source struct {
 	kv     jetstream.KeyValue   // nil until the stream and bucket are set up; guarded by mu
 	leases map[string]leaseHold // leases acquired by FeedEpoch, taken by ListenFeed; guarded by mu
 	roles  map[string]metrics.FleetRole
+	// Interest (interest.go), guarded by mu: the interest bucket, whether
+	// another instance is interested in each owned Feed, and how often
+	// the Hub asked (tests).
+	ikv          jetstream.KeyValue
+	interest     map[string]bool
+	askedAt      map[string]time.Time // last state request per owned Feed
+	interestAsks uint64
 
 	degraded atomic.Bool
 	closed   atomic.Bool
@@ -174,7 +184,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{
 		cfg: cfg, inner: cfg.Inner, m: cfg.Metrics, log: cfg.Logger,
-		leases: make(map[string]leaseHold), roles: make(map[string]metrics.FleetRole),
+		leases: make(map[string]leaseHold), roles: make(map[string]metrics.FleetRole), interest: make(map[string]bool), askedAt: make(map[string]time.Time),
 	}
 	opts := append([]nats.Option{
 		nats.Name("firegate " + cfg.Instance),
@@ -486,8 +496,14 @@ func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, rev uint64,
 		}
 	}()
 
+	// Other instances' interest keeps the Feed open here (RemoteInterest).
+	go s.watchInterest(octx, key, hk)
+
 	// State requests from new mirrors.
 	sub, err := s.nc.Subscribe(statePrefix+hk, func(m *nats.Msg) {
+		s.mu.Lock()
+		s.askedAt[key] = time.Now() // a new mirror is interested
+		s.mu.Unlock()
 		st, ok := f.State()
 		if !ok {
 			_ = m.Respond(encodeStateError("no state yet"))
@@ -581,6 +597,7 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 	s.setRole(key, metrics.FleetMirrored, true)
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go s.declareInterest(mctx, hk)
 
 	cons, err := s.js.OrderedConsumer(mctx, streamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subj}, DeliverPolicy: jetstream.DeliverAllPolicy,

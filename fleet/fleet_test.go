@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -316,5 +317,55 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New: %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The owner keeps its listener while another instance has subscribers,
+// though its own left (no handover, no second listener), and stops one
+// linger after the last subscriber fleet-wide left.
+func TestOwnerStaysWhileOthersAreInterested(t *testing.T) {
+	project := testProject(t)
+	ns := startNATS(t)
+	st := newStore(t, project)
+	a := newInstanceLinger(t, "gwA", ns.url(), project, 100*time.Millisecond)
+	b := newInstanceLinger(t, "gwB", ns.url(), project, 100*time.Millisecond)
+	ins := []*instance{a, b}
+	st.set("t1", task("org_a", "one", 1))
+	ca := subscribe(t, a, "ca", "org_a", nil) // a opens the Feed first: a owns it
+	converged(t, "a's client", st.fresh("org_a"), ca)
+	cb := subscribe(t, b, "cb", "org_a", nil)
+	converged(t, "b's client", st.fresh("org_a"), cb)
+	if a.owned() != 1 || b.mirrored() != 1 {
+		t.Fatalf("a owned %v, b mirrored %v; want a to own and b to mirror", a.owned(), b.mirrored())
+	}
+
+	ca.sub.Unsubscribe()
+	eventually(t, "a's linger ran out several times", func() error {
+		a.src.mu.Lock()
+		n := a.src.interestAsks
+		a.src.mu.Unlock()
+		if n < 3 {
+			return fmt.Errorf("%d linger expiries", n)
+		}
+		return nil
+	})
+	st.set("t2", task("org_a", "two", 2))
+	converged(t, "b's client after a's left", st.fresh("org_a"), cb)
+	if a.owned() != 1 || sumOf(ins, (*instance).listeners) != 1 {
+		t.Fatalf("a owned %v, listeners %v: the owner must keep the only listener while b is interested", a.owned(), sumOf(ins, (*instance).listeners))
+	}
+
+	cb.sub.Unsubscribe()
+	eventually(t, "the Feed ends everywhere", func() error {
+		if o, m := sumOf(ins, (*instance).owned), sumOf(ins, (*instance).mirrored); o != 0 || m != 0 {
+			return fmt.Errorf("%v owned, %v mirrored", o, m)
+		}
+		if a.hub.FeedCount() != 0 || b.hub.FeedCount() != 0 {
+			return fmt.Errorf("Feeds open: a %d, b %d", a.hub.FeedCount(), b.hub.FeedCount())
+		}
+		return nil
+	})
+	if got := sumOf(ins, (*instance).listeners); got != 1 {
+		t.Errorf("listeners started = %v, want 1 (no handover)", got)
 	}
 }

@@ -131,6 +131,11 @@ type instance struct {
 
 func newInstance(t *testing.T, name, natsURL, project string) *instance {
 	t.Helper()
+	return newInstanceLinger(t, name, natsURL, project, 30*time.Second)
+}
+
+func newInstanceLinger(t *testing.T, name, natsURL, project string, linger time.Duration) *instance {
+	t.Helper()
 	in := &instance{name: name, reg: prometheus.NewRegistry()}
 	in.m = metrics.New(in.reg)
 	var err error
@@ -142,7 +147,7 @@ func newInstance(t *testing.T, name, natsURL, project string) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.hub, err = subscriptions.NewHub(in.src, subscriptions.HubConfig{Metrics: in.m, Linger: 30 * time.Second, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond})
+	in.hub, err = subscriptions.NewHub(in.src, subscriptions.HubConfig{Metrics: in.m, Linger: linger, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

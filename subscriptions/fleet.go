@@ -30,6 +30,16 @@ type FleetSource interface {
 	ListenFeed(ctx context.Context, f FleetFeed, emit func(*Snapshot)) error
 }
 
+// FleetInterest may be implemented by a FleetSource. RemoteInterest
+// reports, without blocking, whether another instance still has
+// subscribers of the Feed with key (this instance owns it and runs its
+// listener for them): the Hub then starts a Feed's linger again instead of
+// closing it, so the owner stops one linger after the last subscriber
+// fleet-wide left.
+type FleetInterest interface {
+	RemoteInterest(key string) bool
+}
+
 // FleetFeed is what a FleetSource sees of a Feed. Its methods are safe for
 // concurrent use.
 type FleetFeed interface {

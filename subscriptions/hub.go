@@ -583,8 +583,24 @@ func (h *Hub) armLinger(f *feed, gen uint64) func() bool {
 		h.cbWG.Add(1)
 		h.cbMu.Unlock()
 		defer h.cbWG.Done()
+		if fi, ok := h.src.(FleetInterest); ok && fi.RemoteInterest(f.spec.Key) {
+			h.rearmLinger(f, gen)
+			return
+		}
 		h.expireLinger(f, gen)
 	})
+}
+
+// rearmLinger starts f's linger gen again (fleet mode: another instance
+// still has subscribers of the Feed this instance owns). Must be called
+// with no lock held.
+func (h *Hub) rearmLinger(f *feed, gen uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.lingerGen != gen || f.refs.Load() != 0 {
+		return
+	}
+	f.lingerStop = h.armLinger(f, gen)
 }
 
 // expireLinger closes f if it still has no subscriber and gen is still its
@@ -627,12 +643,14 @@ func (h *Hub) failFeed(f *feed, err *UpstreamError) {
 	if sh.feeds[f.spec.Key] == f {
 		delete(sh.feeds, f.spec.Key)
 	}
-	sh.mu.Unlock()
 	if f.lingerStop != nil {
 		f.lingerStop()
 		f.lingerStop = nil
 	}
+	// The end messages go out before the Feed is seen gone from the
+	// registry (Deliver never blocks).
 	f.detachAll(feedEndMessage(err))
+	sh.mu.Unlock()
 	f.mu.Unlock()
 	f.cancel()
 	h.forget(f)
