@@ -3,7 +3,6 @@ package authz
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -142,15 +141,11 @@ func planResidual(env *cel.Env, p *celProgram, base *celVars, auth map[string]an
 	if !logicalOperandsAreBools(p.ast.NativeRep().Expr(), st) {
 		return fallback("the filter applies a logical operator to something that is not a bool")
 	}
-	res, err := residualAst(env, p.ast, det)
+	src, err := residualText(p.ast, det)
 	if err != nil {
 		return fallback("the filter's residual could not be expressed (e.g. a comprehension over the document)")
 	}
-	src, err := cel.AstToString(res)
-	if err != nil {
-		return fallback("the filter's residual could not be expressed")
-	}
-	cr, err := rs.compiled(env, src, res)
+	cr, err := rs.compiled(env, src)
 	if err != nil {
 		return fallback("the filter's residual could not be compiled")
 	}
@@ -181,15 +176,19 @@ func planResidual(env *cel.Env, p *celProgram, base *celVars, auth map[string]an
 	return plan
 }
 
-// residualAst is env.ResidualAst, with a panic of the pruner turned into
-// an error.
-func residualAst(env *cel.Env, a *cel.Ast, det *cel.EvalDetails) (res *cel.Ast, err error) {
+// residualText prunes the checked filter a with the partial evaluation's
+// state and renders what is left as CEL text — the first half of
+// cel.Env.ResidualAst, whose parse and check only a cache miss pays for
+// (see compiled). A panic of the pruner becomes an error.
+func residualText(a *cel.Ast, det *cel.EvalDetails) (src string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			res, err = nil, fmt.Errorf("failed to prune the filter: %v", r)
+			src, err = "", fmt.Errorf("failed to prune the filter: %v", r)
 		}
 	}()
-	return env.ResidualAst(a, det)
+	nat := a.NativeRep()
+	pruned := interpreter.PruneAst(nat.Expr(), nat.SourceInfo().MacroCalls(), det.State())
+	return cel.ExprToString(pruned.Expr(), pruned.SourceInfo())
 }
 
 // logicalOperandsAreBools reports whether every operand of &&, ||, ! and
@@ -253,16 +252,17 @@ func logicalOperandsAreBools(e ast.Expr, st interpreter.EvalState) bool {
 }
 
 // compiled returns the compiled residual for src, from the cache when
-// possible.
-func (rs *residualState) compiled(env *cel.Env, src string, res *cel.Ast) (*compiledResidual, error) {
+// possible; a miss parses and type-checks src in env.
+func (rs *residualState) compiled(env *cel.Env, src string) (*compiledResidual, error) {
 	rs.mu.Lock()
 	cr := rs.cache[src]
 	rs.mu.Unlock()
 	if cr != nil {
 		return cr, nil
 	}
-	if !res.IsChecked() {
-		return nil, errors.New("residual is not type-checked")
+	res, iss := env.Compile(src)
+	if iss != nil && iss.Err() != nil {
+		return nil, iss.Err()
 	}
 	prg, err := env.Program(res, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
