@@ -25,6 +25,16 @@ const DefaultMaxLimit = 1000
 // MaxPathBytes bounds a collection path, as Firestore bounds a document name.
 const MaxPathBytes = 1500
 
+// ReservedPrefix starts the ids of Firegate's own collections
+// (_firegate_writes, _firegate_revocations, _firegate). No collection path
+// with a segment starting with it matches any rule, whatever the policy
+// says (see reservedSegment), and a rule naming one does not load.
+const ReservedPrefix = "_firegate"
+
+// reservedSegment reports whether a path segment (a collection or document
+// id) is in Firegate's own namespace.
+func reservedSegment(s string) bool { return strings.HasPrefix(s, ReservedPrefix) }
+
 // Client messages of refusals. One message covers "no such collection" and
 // "not allowed" so that a refusal never reveals what exists.
 const (
@@ -377,6 +387,9 @@ func parsePattern(p string) (segs, vars []string, err error) {
 		if reason := badPathID(s); reason != "" {
 			return nil, nil, fmt.Errorf("segment %d (%q): %s", i+1, s, reason)
 		}
+		if reservedSegment(s) {
+			return nil, nil, fmt.Errorf("segment %d (%q): ids starting with %s are reserved for Firegate's own records; no rule can grant access to them", i+1, s, ReservedPrefix)
+		}
 	}
 	if len(p) > MaxPathBytes {
 		return nil, nil, fmt.Errorf("longer than %d bytes", MaxPathBytes)
@@ -430,7 +443,18 @@ func validateCollectionPath(c string) ([]string, string) {
 	return segs, ""
 }
 
+// match finds the rule of a collection path's segments. It is where every
+// subscribe (collection or document) and every write finds its rule, so it
+// also keeps Firegate's own namespace out of reach: a path with any segment
+// starting with ReservedPrefix matches no rule (a template variable would
+// otherwise match it), and is refused like any collection the policy does
+// not list.
 func (p *Policy) match(segs []string) (*policyRule, map[string]string) {
+	for _, s := range segs {
+		if reservedSegment(s) {
+			return nil, nil
+		}
+	}
 	for _, r := range p.rules {
 		if len(r.segs) != len(segs) {
 			continue

@@ -36,7 +36,8 @@ import (
 const DefaultIdempotencyWindow = 24 * time.Hour
 
 // RecordCollection is the Firestore collection holding idempotency
-// records. Clients can never write to it.
+// records. Clients can never read or write it: its id starts with
+// authz.ReservedPrefix, which no policy rule matches.
 const RecordCollection = "_firegate_writes"
 
 // MaxDocumentBytes is Firestore's document size limit (1 MiB), computed as
@@ -250,9 +251,6 @@ func (w *Writer) plan(pol *authz.Policy, pr *authz.Principal, req wire.WriteRequ
 		}
 		if p.ref == nil {
 			return nil, opErr(wire.CodeBadRequest, i, "invalid document path")
-		}
-		if strings.SplitN(p.path, "/", 2)[0] == RecordCollection {
-			return nil, opErr(wire.CodeForbidden, i, "not allowed to write this document")
 		}
 		if j, dup := seen[p.path]; dup {
 			return nil, opErr(wire.CodeBadRequest, i, "ops[%d] already writes %s; one operation per document per write", j, p.path)
