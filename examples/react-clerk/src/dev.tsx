@@ -3,7 +3,7 @@
 // FiregateProvider props are exactly those main.tsx passes from Clerk.
 // `firegate dev` serves this build at /react/.
 import { FiregateProvider } from '@firegate/react';
-import { useCallback, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App } from './App.js';
 
@@ -63,11 +63,11 @@ function useDevAuth(): {
 function DevRoot(): React.ReactNode {
   const auth = useDevAuth();
   const [users, setUsers] = useState<DevUser[] | null>(null);
-  if (users === null) {
+  useEffect(() => {
     void fetch('/dev/users')
       .then((r) => r.json() as Promise<{ users: DevUser[] }>)
       .then((b) => setUsers(b.users));
-  }
+  }, []);
   const me = users?.find((u) => u.id === auth.userId);
   const header = (
     <span className="auth">
