@@ -336,3 +336,30 @@ func TestSSEDocSubscription(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxLimitDoesNotCountHiddenDocuments is the oracle of a rule's
+// max_limit: when the policy filter runs only in the gateway, a Firestore
+// limit of max_limit would let hidden documents that sort first push
+// visible ones out of the result (so whether a visible document shows
+// tells how many hidden ones exist). No Firestore limit applies then: the
+// visible document arrives however many hidden ones precede it.
+func TestMaxLimitDoesNotCountHiddenDocuments(t *testing.T) {
+	pol := `
+collections:
+  - path: gtasks
+    scope: org
+    max_limit: 2
+    filter: "!has(doc.visibility) || doc.visibility != 'private'"
+`
+	e := newEnv(t, envOpts{policy: pol})
+	org := uniq("org")
+	// Document ids sort the result: two hidden ones first, then a visible one.
+	e.put("gtasks/"+org+"_a", map[string]any{"org_id": org, "visibility": "private"})
+	e.put("gtasks/"+org+"_b", map[string]any{"org_id": org, "visibility": "private"})
+	e.put("gtasks/"+org+"_c", map[string]any{"org_id": org})
+	member := e.connect(e.token(authz.MintOptions{UserID: uniq("m"), OrgID: org, OrgRole: "org:member"}))
+	_, docs, _ := member.subscribe(map[string]any{"id": "all", "collection": "gtasks"})
+	if got := docNames(docs); len(got) != 1 || got[0] != org+"_c" {
+		t.Fatalf("got %v, want [%s_c]: the rule's max_limit counted hidden documents", got, org)
+	}
+}

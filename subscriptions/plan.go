@@ -28,7 +28,9 @@ type PlanRequest struct {
 	Where   []wire.Filter
 	OrderBy []wire.Order
 	Limit   int
-	// MaxLimit is the rule's limit cap (applied when Limit is 0).
+	// MaxLimit is the rule's limit cap (applied when Limit is 0, unless
+	// the policy filter runs only in the gateway: then no Firestore limit
+	// applies, since it would count hidden documents).
 	MaxLimit int
 	// ScopeField and ScopeValue: the scope filter, always added.
 	ScopeField, ScopeValue string
@@ -132,6 +134,12 @@ func Plan(r PlanRequest) (FeedSpec, FilterWhere, error) {
 		if r.Limit > 0 {
 			return FeedSpec{}, 0, queryErrf("limit is not available on this collection for you: the policy's filter cannot be applied by Firestore (%s), so a limit would count documents you cannot see; subscribe without limit", reason)
 		}
+		// Nor does the rule's max_limit apply in Firestore: it too would
+		// count hidden documents (whether a visible one makes the cut
+		// would tell how many hidden ones sort before it). Such a Feed
+		// holds the whole scoped result; the per-org Feed byte budget
+		// bounds what an org's Feeds hold.
+		q.Limit = 0
 	}
 
 	b := make([]byte, 0, 128)

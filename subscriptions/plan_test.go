@@ -117,6 +117,16 @@ func TestPlan(t *testing.T) {
 			if spec.Rule != "r1" || spec.Tenant != "org:o1" || spec.Query.Doc != r.DocID {
 				t.Fatalf("spec %+v", spec)
 			}
+			// The Firestore limit: the client's, else the rule's max_limit,
+			// except where the filter runs only in the gateway (a limit
+			// there would count hidden documents) and for one document.
+			wantLimit := r.Limit
+			if wantLimit == 0 && r.DocID == "" && where != FilterInGateway {
+				wantLimit = r.MaxLimit
+			}
+			if spec.Query.Limit != wantLimit {
+				t.Fatalf("Query.Limit = %d, want %d (where %d)", spec.Query.Limit, wantLimit, where)
+			}
 		})
 	}
 }
