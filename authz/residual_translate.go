@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
@@ -307,7 +308,36 @@ func comparison(fn string, l, r ast.Expr, neg bool) (pushDNF, error) {
 	if v == nil && op != "==" && op != "!=" {
 		return nil, cannotPush("a range comparison with null")
 	}
+	if op == "!=" {
+		if err := checkPushNotEqual(v); err != nil {
+			return nil, err
+		}
+	}
 	return leafDNF(segs, op, v), nil
+}
+
+// checkPushNotEqual refuses `field != s` for a string s that a Firestore
+// value of another kind is shown to the filter as: NaN and ±Infinity (the
+// strings "NaN", "Infinity", "-Infinity"), a timestamp (its RFC 3339
+// rendering) or a reference (a path, which has a /). CEL finds such a
+// value equal to s and hides the document; Firestore's != compares kinds
+// and would return it, so under `limit` the hidden document would take a
+// place (an oracle on hidden documents).
+func checkPushNotEqual(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	switch {
+	case s == "NaN" || s == "Infinity" || s == "-Infinity":
+		return cannotPush("!= %q (a NaN or infinite number is shown to the filter as this string; Firestore's != would return it)", s)
+	case strings.Contains(s, "/"):
+		return cannotPush("!= a string with / (a reference is shown to the filter as its path; Firestore's != would return it)")
+	}
+	if _, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return cannotPush("!= a timestamp string (a timestamp is shown to the filter as this string; Firestore's != would return it)")
+	}
+	return nil
 }
 
 func membership(elem, coll ast.Expr, neg bool) (pushDNF, error) {
@@ -348,6 +378,9 @@ func membership(elem, coll ast.Expr, neg bool) (pushDNF, error) {
 			op := "=="
 			if neg {
 				op = "!="
+				if err := checkPushNotEqual(vals[0]); err != nil {
+					return nil, err
+				}
 			}
 			return leafDNF(segs, op, vals[0]), nil
 		}
