@@ -136,8 +136,9 @@ type plannedOp struct {
 
 // Apply checks req for pr under pol and commits it atomically. It returns
 // the `written` answer, or an *Error (nothing written). With an
-// idempotency key, the same key from the same user within the window
-// returns the first answer and writes nothing.
+// idempotency key, the same key from the same user in the same active
+// organization within the window returns the first answer and writes
+// nothing.
 func (w *Writer) Apply(ctx context.Context, pol *authz.Policy, pr *authz.Principal, req wire.WriteRequest) (*Result, error) {
 	if len(req.Ops) == 0 || len(req.Ops) > wire.MaxWriteOps {
 		return nil, opErr(wire.CodeBadRequest, -1, "a write has 1 to %d operations", wire.MaxWriteOps)
@@ -148,7 +149,7 @@ func (w *Writer) Apply(ctx context.Context, pol *authz.Policy, pr *authz.Princip
 	}
 	var rec *firestore.DocumentRef
 	if req.IdempotencyKey != "" {
-		rec = w.fs.Collection(RecordCollection).Doc(recordID(pr.UserID, req.IdempotencyKey))
+		rec = w.fs.Collection(RecordCollection).Doc(recordID(pr.UserID, pr.OrgID, req.IdempotencyKey))
 	}
 	var resp firestore.CommitResponse
 	var replay *Result
@@ -167,7 +168,7 @@ func (w *Writer) Apply(ctx context.Context, pol *authz.Policy, pr *authz.Princip
 		}
 		now := w.now()
 		if rec != nil {
-			if r, ok := decodeRecord(snaps[len(plans)], pr.UserID, now); ok {
+			if r, ok := decodeRecord(snaps[len(plans)], pr.UserID, pr.OrgID, now); ok {
 				replay = r
 				return nil
 			}
@@ -184,6 +185,7 @@ func (w *Writer) Apply(ctx context.Context, pol *authz.Policy, pr *authz.Princip
 			}
 			if err := tx.Set(rec, map[string]any{
 				"user_id":    pr.UserID,
+				"org_id":     pr.OrgID,
 				"paths":      paths,
 				"expires_at": now.Add(w.window),
 			}); err != nil {
@@ -406,19 +408,25 @@ func commitError(err error) *Error {
 	return e
 }
 
-// recordID is the idempotency record's document id for (user, key).
-func recordID(user, key string) string {
-	h := sha256.Sum256([]byte(user + "\x00" + key))
+// recordID is the idempotency record's document id for (user, active
+// org, key): a key is the user's within one organization, so a key reused
+// after switching org is a new write, never the other org's answer.
+func recordID(user, org, key string) string {
+	h := sha256.Sum256([]byte(user + "\x00" + org + "\x00" + key))
 	return hex.EncodeToString(h[:])
 }
 
-// decodeRecord returns the answer an unexpired record of user remembers.
-func decodeRecord(snap *firestore.DocumentSnapshot, user string, now time.Time) (*Result, bool) {
+// decodeRecord returns the answer an unexpired record of user in org
+// remembers.
+func decodeRecord(snap *firestore.DocumentSnapshot, user, org string, now time.Time) (*Result, bool) {
 	if snap == nil || !snap.Exists() {
 		return nil, false
 	}
 	d := snap.Data()
 	if u, _ := d["user_id"].(string); u != user {
+		return nil, false
+	}
+	if o, _ := d["org_id"].(string); o != org {
 		return nil, false
 	}
 	exp, ok := d["expires_at"].(time.Time)

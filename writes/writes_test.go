@@ -617,3 +617,36 @@ func TestDocumentSize(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyKeyPerUserAndOrg: a key is one user's within one active
+// organization. Another user reusing it, or the same user after switching
+// org, gets a write of their own — never the first answer (which names
+// another org's documents) and never a silently dropped write.
+func TestIdempotencyKeyPerUserAndOrg(t *testing.T) {
+	f := newFixture(t, Config{})
+	aliceB := *alice
+	aliceB.OrgID = "org_b"
+	bob := &authz.Principal{UserID: "user_bob", OrgID: "org_a", OrgRole: "org:member"}
+	body := `{"idempotency_key":"shared","ops":[{"op":"create","path":"$C","data":{"t":"x"}}]}`
+	first, err := f.write(alice, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range []*authz.Principal{bob, &aliceB} {
+		r, err := f.write(pr, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Replayed || r.Written.Results[0].Path == first.Written.Results[0].Path {
+			t.Fatalf("%s in %s got the first answer: %+v", pr.UserID, pr.OrgID, r.Written)
+		}
+		got, _ := f.get(r.Written.Results[0].Path)
+		if got["org_id"] != pr.OrgID {
+			t.Fatalf("%s's write stored %v", pr.UserID, got)
+		}
+	}
+	// The same user in the same org still replays.
+	if r, err := f.write(alice, body); err != nil || !r.Replayed || !reflect.DeepEqual(r.Written, first.Written) {
+		t.Fatalf("replay %+v %v", r, err)
+	}
+}
