@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,14 +45,27 @@ func chaosSeed(t *testing.T) uint64 {
 	return seed
 }
 
-// Chaos parameters: how long the random operations run, and the
+// Chaos parameters: how much the random operations do, and the
 // population they draw from.
 const (
-	chaosFor        = 8 * time.Second
-	chaosOrgs       = 3
-	chaosUsers      = 4
-	chaosDocsPerOrg = 6
-	chaosMaxClients = 8
+	// chaosSteps random operations run in each of the two phases, before
+	// and around the upstream restart, and each phase lasts until
+	// chaosWrites writes of its own succeeded: the amount of chaos is
+	// counted, not timed, so a slow machine does as much as a fast one.
+	chaosSteps  = 60
+	chaosWrites = 20
+	// chaosPhaseWithin only bounds a failure: a phase whose writes never
+	// succeed (the emulator does not come back) fails after it.
+	chaosPhaseWithin = 2 * time.Minute
+	// chaosWriteWithin bounds one write. A write while the emulator is
+	// down fails at once (connection refused); the bound only keeps a
+	// hung one from stalling the writer. It is not a bet on speed: a cold
+	// emulator on a loaded machine takes seconds per write.
+	chaosWriteWithin = waitFor
+	chaosOrgs        = 3
+	chaosUsers       = 4
+	chaosDocsPerOrg  = 6
+	chaosMaxClients  = 8
 	// chaosMaxSubs bounds subscriptions per client: an org switch queues
 	// an `unsubscribed` and a `subscribed` per org subscription plus a
 	// welcome, and those frames must fit 4x the tiny send queue below.
@@ -292,7 +306,7 @@ func conns(cs []*chaosConn) []*tracked {
 // another org, sometimes private) or delete, or a note set or delete.
 // Errors are returned, not fatal: the emulator is down for a while.
 func chaosWrite(e *env, rng *rand.Rand, orgs []string, users []chaosUser) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), chaosWriteWithin)
 	defer cancel()
 	if rng.IntN(4) == 0 {
 		u := users[rng.IntN(len(users))]
@@ -328,8 +342,10 @@ func chaosWrite(e *env, rng *rand.Rand, orgs []string, users []chaosUser) error 
 
 // TestChaos runs random connects, disconnects, resumes, subscription
 // churn, org switches and a steady write stream against a gateway on its
-// own emulator for a bounded time, with one upstream failure in the
-// middle (the emulator SIGKILLed and started again, empty, on the same
+// own emulator, in two phases of a counted number of operations and
+// successful writes (not a wall-clock duration: a busy machine runs the
+// same amount of chaos, more slowly), with one upstream failure starting
+// the second (the emulator SIGKILLed and started again, empty, on the same
 // port). Afterwards every connected client's view of every subscription
 // equals a fresh Firestore query of it; no client ever saw a document
 // outside its org, user or filter, or a message after its subscription
@@ -380,7 +396,10 @@ func TestChaos(t *testing.T) {
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var writes, writeErrs int
+	var stopOnce sync.Once
+	stopWrites := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer stopWrites() // also when a phase fails
+	var writes, writeErrs atomic.Int64
 	wg.Add(1)
 	go func() { // steady writes
 		defer wg.Done()
@@ -404,36 +423,64 @@ func TestChaos(t *testing.T) {
 			}
 			for i := 0; i < n; i++ {
 				if err := <-errs; err != nil {
-					writeErrs++
+					writeErrs.Add(1)
 				} else {
-					writes++
+					writes.Add(1)
 				}
 			}
 		}
 	}()
+	// phase runs random operations until it made chaosSteps of them and,
+	// once ready is closed (nil: at once), chaosWrites writes succeeded
+	// after that point; onReady (if any) runs when ready is seen closed. Between operations the driver paces itself a little so
+	// the writes interleave; no condition depends on that pause.
+	phase := func(name string, ready <-chan struct{}, onReady func()) {
+		deadline := time.Now().Add(chaosPhaseWithin)
+		steps := 0
+		var from int64 = -1 // writes when ready fired
+		if ready == nil {
+			from = writes.Load()
+		}
+		for {
+			if from < 0 {
+				select {
+				case <-ready:
+					from = writes.Load()
+					if onReady != nil {
+						onReady()
+					}
+				default:
+				}
+			}
+			if steps >= chaosSteps && from >= 0 && writes.Load()-from >= chaosWrites {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("chaos phase %s: not within %v: %d operations, %d writes succeeded since it began (want %d, %d); %d writes failed in all",
+					name, chaosPhaseWithin, steps, max(0, writes.Load()-from), chaosSteps, chaosWrites, writeErrs.Load())
+			}
+			ch.step()
+			steps++
+			time.Sleep(time.Duration(10+ch.rng.IntN(40)) * time.Millisecond)
+		}
+	}
+	phase("before the restart", nil, nil)
+	// One upstream failure while the operations go on: the emulator is
+	// SIGKILLed and started again, empty, on the same port; the phase
+	// counts only writes the new emulator took.
 	var restartErr error
 	restarted := make(chan struct{})
-	go func() { // one upstream failure, a third of the way in
+	go func() {
 		defer close(restarted)
-		select {
-		case <-stop:
-			return
-		case <-time.After(chaosFor / 3):
-		}
 		restartErr = emu.restart()
 	}()
-
-	end := time.Now().Add(chaosFor)
-	for time.Now().Before(end) {
-		ch.step()
-		time.Sleep(time.Duration(10+ch.rng.IntN(40)) * time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
-	<-restarted
-	if restartErr != nil {
-		t.Fatal(restartErr)
-	}
+	defer func() { <-restarted }() // before the emulator's cleanup
+	phase("around the restart", restarted, func() {
+		if restartErr != nil {
+			t.Fatal(restartErr)
+		}
+	})
+	stopWrites()
 	hits := 0
 	for _, tc := range append(append([]*tracked(nil), ch.dead...), conns(ch.conns)...) {
 		tc.mu.Lock()
@@ -441,7 +488,7 @@ func TestChaos(t *testing.T) {
 		tc.mu.Unlock()
 	}
 	t.Logf("operations %v; resumes %d (%d hits); writes %d ok, %d failed (emulator down); listeners started %d; catch-up overflows %v",
-		ch.ops, ch.resumes, hits, writes, writeErrs, e.hub.ListenersStarted(),
+		ch.ops, ch.resumes, hits, writes.Load(), writeErrs.Load(), e.hub.ListenersStarted(),
 		e.counter("firegate_send_queue_overflows_total", map[string]string{"action": "catchup"}))
 
 	// A last write per org, after the upstream is surely back, so the
