@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"strconv"
 	"sync"
 
@@ -179,7 +180,11 @@ func planResidual(env *cel.Env, p *celProgram, base *celVars, auth map[string]an
 // residualText prunes the checked filter a with the partial evaluation's
 // state and renders what is left as CEL text — the first half of
 // cel.Env.ResidualAst, whose parse and check only a cache miss pays for
-// (see compiled). A panic of the pruner becomes an error.
+// (see compiled). A panic of the pruner becomes an error. a is shared by
+// every caller of the Policy and only read: the pruner deletes and
+// replaces entries of the macro-call map it is given, so it gets a copy
+// (cel.Env.ResidualAst hands it the AST's own map, which races between
+// concurrent Decide calls and loses the macro calls of later ones).
 func residualText(a *cel.Ast, det *cel.EvalDetails) (src string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -187,7 +192,7 @@ func residualText(a *cel.Ast, det *cel.EvalDetails) (src string, err error) {
 		}
 	}()
 	nat := a.NativeRep()
-	pruned := interpreter.PruneAst(nat.Expr(), nat.SourceInfo().MacroCalls(), det.State())
+	pruned := interpreter.PruneAst(nat.Expr(), maps.Clone(nat.SourceInfo().MacroCalls()), det.State())
 	return cel.ExprToString(pruned.Expr(), pruned.SourceInfo())
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/firegate/firegate/wire"
@@ -380,6 +381,37 @@ func BenchmarkDecideResidual(b *testing.B) {
 	for b.Loop() {
 		if d, err := p.Decide(pr, "tasks", nil); err != nil || d.Placement != FilterPushedDown {
 			b.Fatal(d, err)
+		}
+	}
+}
+
+// TestResidualConcurrentDecide: Decide is safe for concurrent use on one
+// Policy when pruning drops a macro (the pruner edits the macro-call map
+// it is given, which must not be the checked filter's own). Run under
+// -race; every caller gets the same plan.
+func TestResidualConcurrentDecide(t *testing.T) {
+	p := polMustParse(t, fmt.Sprintf("collections:\n  - path: items\n    scope: org\n    filter: %q\n",
+		"['org:admin'].exists(r, r == auth.org_role) || doc.a == 1"))
+	member := polV1("u1", "org_1", "org:member")
+	const callers = 8
+	got := make([]string, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			d, err := p.Decide(member, "items", nil)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			got[i] = fmt.Sprintf("%d %s", d.Placement, pushdownString(d.Pushdown))
+		})
+	}
+	wg.Wait()
+	want := fmt.Sprintf("%d %s", FilterPushedDown, "a == 1")
+	for i := range callers {
+		if errs[i] != nil || got[i] != want {
+			t.Fatalf("caller %d: %q, %v; want %q", i, got[i], errs[i], want)
 		}
 	}
 }
