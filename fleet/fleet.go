@@ -131,13 +131,31 @@ type Source struct {
 // leaseHold is a lease acquired for a Feed that has not started yet.
 type leaseHold struct {
 	rev uint64
+	val []byte // the lease value, renewed unchanged
 	at  time.Time
 }
 
-// lease is the value stored under a Feed's lease key.
+// lease is the value stored under a Feed's lease key. Session is fresh for
+// every acquisition and the same for all renewals of it: a mirror that sees
+// it change knows a new owner session started and asks that owner for its
+// state ("" from an instance that predates it: no such check).
 type lease struct {
-	Owner string `json:"owner"`
-	Epoch string `json:"epoch"`
+	Owner   string `json:"owner"`
+	Epoch   string `json:"epoch"`
+	Session string `json:"session,omitempty"`
+}
+
+// leaseValue returns a new lease value of this instance for epoch.
+func (s *Source) leaseValue(epoch string) []byte {
+	val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch, Session: randomID()})
+	return val
+}
+
+// leaseSession returns the Session of a lease value ("" if malformed).
+func leaseSession(val []byte) string {
+	var l lease
+	_ = json.Unmarshal(val, &l)
+	return l.Session
 }
 
 // ErrClosed is returned by ListenFeed after Close.
@@ -347,12 +365,12 @@ func (s *Source) FeedEpoch(key string) string {
 			return randomID()
 		}
 		epoch := randomID()
-		val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch})
+		val := s.leaseValue(epoch)
 		rev, err := kv.Create(ctx, hk, val)
 		if err == nil {
 			s.m.Fleet.LeaseChanges[metrics.LeaseAcquired].Inc()
 			s.mu.Lock()
-			s.leases[key] = leaseHold{rev: rev, at: time.Now()}
+			s.leases[key] = leaseHold{rev: rev, val: val, at: time.Now()}
 			s.mu.Unlock()
 			return epoch
 		}
@@ -365,15 +383,15 @@ func (s *Source) FeedEpoch(key string) string {
 }
 
 // takeHold returns the lease FeedEpoch acquired for key, if any.
-func (s *Source) takeHold(key string) (uint64, bool) {
+func (s *Source) takeHold(key string) (leaseHold, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h, ok := s.leases[key]
 	delete(s.leases, key)
 	if ok && time.Since(h.at) > s.cfg.LeaseTTL/2 {
-		return 0, false // may have lapsed: acquire again
+		return leaseHold{}, false // may have lapsed: acquire again
 	}
-	return h.rev, ok
+	return h, ok
 }
 
 // setRole moves a Feed between the fleet_feeds gauges.
@@ -404,8 +422,8 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 	}
 	key := f.Key()
 	defer s.setRole(key, 0, false)
-	if rev, ok := s.takeHold(key); ok {
-		return s.own(ctx, f, rev, emit)
+	if h, ok := s.takeHold(key); ok {
+		return s.own(ctx, f, h, emit)
 	}
 	kv, err := s.bucket(ctx)
 	if err != nil {
@@ -415,9 +433,9 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 	e, err := kv.Get(ctx, hk)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		rev, ok := s.acquire(ctx, kv, hk, f.Epoch())
+		h, ok := s.acquire(ctx, kv, hk, f.Epoch())
 		if ok {
-			return s.own(ctx, f, rev, emit)
+			return s.own(ctx, f, h, emit)
 		}
 		return s.mirror(ctx, f, emit)
 	case err != nil:
@@ -435,19 +453,24 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 }
 
 // acquire tries to create the lease for hk with epoch.
-func (s *Source) acquire(ctx context.Context, kv jetstream.KeyValue, hk, epoch string) (uint64, bool) {
-	val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch})
+func (s *Source) acquire(ctx context.Context, kv jetstream.KeyValue, hk, epoch string) (leaseHold, bool) {
+	val := s.leaseValue(epoch)
 	rev, err := kv.Create(ctx, hk, val)
 	if err != nil {
-		return 0, false
+		return leaseHold{}, false
 	}
 	s.m.Fleet.LeaseChanges[metrics.LeaseAcquired].Inc()
-	return rev, true
+	return leaseHold{rev: rev, val: val, at: time.Now()}, true
 }
 
-// own runs an owner session: renew the lease, answer state requests, run
-// the inner listener and publish every `changes` message of the Feed.
-func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, rev uint64, emit func(*subscriptions.Snapshot)) error {
+// own runs an owner session on the lease h: renew it, answer state
+// requests, run the inner listener and publish every `changes` message of
+// the Feed. A session that ends with a change applied but not published
+// (its publish failed, or the lease was lost meanwhile) leaves mirrors
+// behind its Feed; the next session's lease has a new Session, on which
+// mirrors ask for the state again (mirror).
+func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, h leaseHold, emit func(*subscriptions.Snapshot)) error {
+	rev, val := h.rev, h.val
 	key, epoch := f.Key(), f.Epoch()
 	hk := hashKey(key)
 	subj := subjectPrefix + hk
@@ -467,7 +490,6 @@ func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, rev uint64,
 	}
 
 	// Renewal.
-	val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch})
 	var renewWG sync.WaitGroup
 	renewWG.Add(1)
 	go func() {
@@ -678,6 +700,13 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 		cur = ownerSeq
 		return nil
 	}
+	// session is the lease Session of the owner whose state this Feed
+	// follows: read before the state request, so that an owner session
+	// that starts after it is seen as a change.
+	var session string
+	if e, err := kv.Get(mctx, hk); err == nil {
+		session = leaseSession(e.Value())
+	}
 	if err := s.requestState(mctx, resync); err != nil {
 		if errors.Is(err, errBadMessage) {
 			return s.local(ctx, f, emit)
@@ -731,17 +760,31 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 				return s.local(ctx, f, emit)
 			}
 			gctx, gcancel := context.WithTimeout(mctx, s.cfg.RequestTimeout)
-			_, err := kv.Get(gctx, hk)
+			e, err := kv.Get(gctx, hk)
 			gcancel()
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				if rev, ok := s.acquire(mctx, kv, hk, epoch); ok {
+				if h, ok := s.acquire(mctx, kv, hk, epoch); ok {
 					if err := s.drain(mctx, subj, epoch, &cur, offset, emit); err != nil {
 						s.log.Warn("fleet: catching up before a takeover failed; the fresh listener's diff covers it", "feed", hk, "error", err)
 					}
 					cancel()
 					s.log.Info("fleet: took over a Feed whose owner left", "feed", hk)
-					return s.own(ctx, f, rev, emit)
+					return s.own(ctx, f, h, emit)
 				}
+			}
+			if err == nil && leaseSession(e.Value()) != session {
+				// A new owner session: the previous one may have applied
+				// changes it never published (the stream does not hold
+				// them, and the new owner's listener diffs against a set
+				// that already has them). Its state has them.
+				next := leaseSession(e.Value())
+				rctx, rcancel := context.WithTimeout(mctx, s.cfg.RequestTimeout)
+				err := resync(rctx)
+				rcancel()
+				if err != nil {
+					return &subscriptions.UpstreamError{Code: codes.Unavailable, Message: "fleet: resync with a new owner failed: " + err.Error()}
+				}
+				session = next
 			}
 		}
 	}
@@ -775,8 +818,8 @@ func (s *Source) requestState(ctx context.Context, resync func(context.Context) 
 // lease if it is free, else retries later as a mirror.
 func (s *Source) tryTakeover(ctx, mctx context.Context, f subscriptions.FleetFeed, kv jetstream.KeyValue, hk string, emit func(*subscriptions.Snapshot), cause error) error {
 	if _, err := kv.Get(mctx, hk); errors.Is(err, jetstream.ErrKeyNotFound) {
-		if rev, ok := s.acquire(mctx, kv, hk, f.Epoch()); ok {
-			return s.own(ctx, f, rev, emit)
+		if h, ok := s.acquire(mctx, kv, hk, f.Epoch()); ok {
+			return s.own(ctx, f, h, emit)
 		}
 	}
 	return &subscriptions.UpstreamError{Code: codes.Unavailable, Message: "fleet: no owner answered: " + cause.Error()}

@@ -1,14 +1,18 @@
 package fleet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
@@ -37,7 +41,7 @@ func sumOf(ins []*instance, f func(*instance) float64) float64 {
 func ownerOf(t *testing.T, ins []*instance) *instance {
 	t.Helper()
 	var owner *instance
-	eventually(t, "one owner", func() error {
+	testkit.CheckFor(t, wait, poll, about("one owner", func() error {
 		owner = nil
 		n := 0
 		for _, in := range ins {
@@ -50,7 +54,7 @@ func ownerOf(t *testing.T, ins []*instance) *instance {
 			return fmt.Errorf("%d owners", n)
 		}
 		return nil
-	})
+	}))
 	return owner
 }
 
@@ -233,12 +237,12 @@ func TestDrainHandsLeaseOver(t *testing.T) {
 	if got := testutil.ToFloat64(owner.m.Fleet.LeaseChanges[metrics.LeaseReleased]); got != 1 {
 		t.Errorf("drained owner released %v leases, want 1", got)
 	}
-	eventually(t, "the other instance owns the Feed", func() error {
+	testkit.CheckFor(t, wait, poll, about("the other instance owns the Feed", func() error {
 		if other.owned() != 1 {
 			return errors.New("not yet")
 		}
 		return nil
-	})
+	}))
 	st.set("t2", task("org_a", "two", 2))
 	converged(t, "after the handover", st.fresh("org_a"), oc)
 	if n := len(oc.framesOf(wire.TypeSnapshot)); n != 1 {
@@ -262,7 +266,7 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 	converged(t, "initial", st.fresh("org_a"), c0, c1)
 
 	ns.stop()
-	eventually(t, "degraded", func() error {
+	testkit.CheckFor(t, wait, poll, about("degraded", func() error {
 		for _, in := range ins {
 			if !in.src.Degraded() || testutil.ToFloat64(in.m.Fleet.Degraded) != 1 || !strings.Contains(in.src.Status(), "degraded") {
 				return fmt.Errorf("%s not degraded", in.name)
@@ -272,12 +276,12 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}))
 	st.set("t2", task("org_a", "two while degraded", 2))
 	converged(t, "delivery while degraded", st.fresh("org_a"), c0, c1)
 
 	ns.start()
-	eventually(t, "converged to one owner", func() error {
+	testkit.CheckFor(t, wait, poll, about("converged to one owner", func() error {
 		for _, in := range ins {
 			if in.src.Degraded() || testutil.ToFloat64(in.m.Fleet.Degraded) != 0 {
 				return fmt.Errorf("%s still degraded", in.name)
@@ -290,7 +294,7 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 			return fmt.Errorf("%v local Feeds", l)
 		}
 		return nil
-	})
+	}))
 	st.set("t3", task("org_a", "three after", 3))
 	converged(t, "delivery after convergence", st.fresh("org_a"), c0, c1)
 	for _, c := range []*client{c0, c1} {
@@ -340,7 +344,7 @@ func TestOwnerStaysWhileOthersAreInterested(t *testing.T) {
 	}
 
 	ca.sub.Unsubscribe()
-	eventually(t, "a's linger ran out several times", func() error {
+	testkit.CheckFor(t, wait, poll, about("a's linger ran out several times", func() error {
 		a.src.mu.Lock()
 		n := a.src.interestAsks
 		a.src.mu.Unlock()
@@ -348,7 +352,7 @@ func TestOwnerStaysWhileOthersAreInterested(t *testing.T) {
 			return fmt.Errorf("%d linger expiries", n)
 		}
 		return nil
-	})
+	}))
 	st.set("t2", task("org_a", "two", 2))
 	converged(t, "b's client after a's left", st.fresh("org_a"), cb)
 	if a.owned() != 1 || sumOf(ins, (*instance).listeners) != 1 {
@@ -356,7 +360,7 @@ func TestOwnerStaysWhileOthersAreInterested(t *testing.T) {
 	}
 
 	cb.sub.Unsubscribe()
-	eventually(t, "the Feed ends everywhere", func() error {
+	testkit.CheckFor(t, wait, poll, about("the Feed ends everywhere", func() error {
 		if o, m := sumOf(ins, (*instance).owned), sumOf(ins, (*instance).mirrored); o != 0 || m != 0 {
 			return fmt.Errorf("%v owned, %v mirrored", o, m)
 		}
@@ -364,8 +368,54 @@ func TestOwnerStaysWhileOthersAreInterested(t *testing.T) {
 			return fmt.Errorf("Feeds open: a %d, b %d", a.hub.FeedCount(), b.hub.FeedCount())
 		}
 		return nil
-	})
+	}))
 	if got := sumOf(ins, (*instance).listeners); got != 1 {
 		t.Errorf("listeners started = %v, want 1 (no handover)", got)
+	}
+}
+
+// An owner that applied a change but could not publish it (a foreign
+// message on the Feed's subject makes its publish fail: the owner gives
+// the Feed up without releasing the lease) leaves mirrors behind its Feed;
+// whichever instance owns the Feed next, every client converges to a fresh
+// query's result. Several rounds, as either instance may win the lease.
+func TestUnpublishedChangeReachesMirrors(t *testing.T) {
+	ns, ins, st := fleetOf(t, 2)
+	st.set("t0", task("org_a", "zero", 0))
+	c0 := subscribe(t, ins[0], "c0", "org_a", nil)
+	converged(t, "owner's client", st.fresh("org_a"), c0)
+	c1 := subscribe(t, ins[1], "c1", "org_a", nil)
+	converged(t, "mirror's client", st.fresh("org_a"), c1)
+	for _, c := range []*client{c0, c1} {
+		c.mu.Lock()
+		c.jumps = true // a resync moves a mirror to its owner's seq
+		c.mu.Unlock()
+	}
+
+	nc, err := nats.Connect(ns.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := subjectPrefix + hashKey(spec("org_a").Key)
+	for round := 1; round <= 3; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		_, err := js.Publish(ctx, subj, []byte("not a batch"))
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: publishing the foreign message: %v", round, err)
+		}
+		st.set(fmt.Sprintf("t%d", round), task("org_a", "unpublished", round))
+		converged(t, fmt.Sprintf("round %d", round), st.fresh("org_a"), c0, c1)
+		ownerOf(t, ins)
+	}
+	for _, c := range []*client{c0, c1} {
+		if n := len(c.framesOf(wire.TypeSnapshot)); n != 1 {
+			t.Errorf("%s: %d snapshots, want only the first", c.name, n)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/firegate/firegate/internal/emulator/emulatortest"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/subscriptions"
 	"github.com/firegate/firegate/wire"
@@ -48,19 +49,17 @@ func testProject(t *testing.T) string {
 	return fmt.Sprintf("fg-fleet-%d", projectSeq.Add(1))
 }
 
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		err := cond()
-		if err == nil {
-			return
+// poll is the interval of every condition wait (polling, not a settle
+// delay).
+const poll = 20 * time.Millisecond
+
+// about prefixes cond's error with what the test waits for.
+func about(what string, cond func() error) func() error {
+	return func() error {
+		if err := cond(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not a settle delay
+		return nil
 	}
 }
 
@@ -383,7 +382,7 @@ func (s *store) fresh(org string) map[string]string {
 // converged waits until every client holds want, with no protocol problem.
 func converged(t *testing.T, what string, want map[string]string, cs ...*client) {
 	t.Helper()
-	eventually(t, what, func() error {
+	testkit.CheckFor(t, wait, poll, about(what, func() error {
 		for _, c := range cs {
 			_, _, docs, problems := c.state()
 			if len(problems) > 0 {
@@ -399,5 +398,5 @@ func converged(t *testing.T, what string, want map[string]string, cs ...*client)
 			}
 		}
 		return nil
-	})
+	}))
 }

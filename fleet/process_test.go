@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/firegate/firegate/authz"
+	"github.com/firegate/firegate/internal/testkit"
 	"github.com/firegate/firegate/wire"
 )
 
@@ -101,7 +102,7 @@ func startServe(t *testing.T, name string, env []string) *proc {
 			t.Logf("%s output:\n%s", p.name, p.out.String())
 		}
 	})
-	eventually(t, name+" ready", func() error {
+	testkit.CheckFor(t, wait, poll, about(name+" ready", func() error {
 		select {
 		case <-p.done:
 			return fmt.Errorf("%s exited:\n%s", name, p.out.String())
@@ -116,7 +117,7 @@ func startServe(t *testing.T, name string, env []string) *proc {
 			return fmt.Errorf("readyz %d", resp.StatusCode)
 		}
 		return nil
-	})
+	}))
 	return p
 }
 
@@ -273,7 +274,7 @@ func TestThreeServeProcesses(t *testing.T) {
 		t.Fatalf("Firestore listeners started over the three processes = %v, want 1", got)
 	}
 	var owner *proc
-	eventually(t, "one owner", func() error {
+	testkit.CheckFor(t, wait, poll, about("one owner", func() error {
 		owner = nil
 		for _, p := range ps {
 			if p.metric(t, `firegate_fleet_feeds{role="owned"}`) == 1 {
@@ -284,7 +285,7 @@ func TestThreeServeProcesses(t *testing.T) {
 			return fmt.Errorf("%v owners", got)
 		}
 		return nil
-	})
+	}))
 
 	// SIGKILL the owner.
 	var rest []*proc
@@ -306,12 +307,12 @@ func TestThreeServeProcesses(t *testing.T) {
 	st.set("t3", task("org_a", "three", 5))
 	want := st.fresh("org_a")
 	converged(t, "survivors after the owner's SIGKILL", want, views(restClients)...)
-	eventually(t, "a survivor owns the Feed", func() error {
+	testkit.CheckFor(t, wait, poll, about("a survivor owns the Feed", func() error {
 		if got := sumMetric(t, rest, `firegate_fleet_feeds{role="owned"}`); got != 1 {
 			return fmt.Errorf("%v owners", got)
 		}
 		return nil
-	})
+	}))
 	for _, c := range restClients {
 		e, _, _, problems := c.state()
 		if e != goneEpoch || len(problems) > 0 || len(c.framesOf(wire.TypeSnapshot)) != 1 {
@@ -348,12 +349,12 @@ func TestThreeServeProcesses(t *testing.T) {
 	if newOwner.cmd.ProcessState.ExitCode() != 0 {
 		t.Errorf("drained process exited %d", newOwner.cmd.ProcessState.ExitCode())
 	}
-	eventually(t, "the last process owns the Feed", func() error {
+	testkit.CheckFor(t, wait, poll, about("the last process owns the Feed", func() error {
 		if got := last.metric(t, `firegate_fleet_feeds{role="owned"}`); got != 1 {
 			return fmt.Errorf("owned = %v", got)
 		}
 		return nil
-	})
+	}))
 	st.set("t4", task("org_a", "four", 6))
 	converged(t, "the last process's clients after the drain", st.fresh("org_a"), views(clientsOf[last])...)
 	for _, c := range clientsOf[last] {
@@ -370,7 +371,7 @@ func TestThreeServeProcesses(t *testing.T) {
 		c.mu.Unlock()
 	}
 	ns.stop()
-	eventually(t, "degraded", func() error {
+	testkit.CheckFor(t, wait, poll, about("degraded", func() error {
 		code, body := last.readyz(t)
 		if code != http.StatusOK || !strings.Contains(body, "degraded") {
 			return fmt.Errorf("/readyz %d %q", code, body)
@@ -379,11 +380,11 @@ func TestThreeServeProcesses(t *testing.T) {
 			return fmt.Errorf("firegate_fleet_degraded is not 1")
 		}
 		return nil
-	})
+	}))
 	st.set("t5", task("org_a", "five, NATS down", 7))
 	converged(t, "delivery while degraded", st.fresh("org_a"), views(clientsOf[last])...)
 	ns.start()
-	eventually(t, "back in the fleet", func() error {
+	testkit.CheckFor(t, wait, poll, about("back in the fleet", func() error {
 		code, body := last.readyz(t)
 		if code != http.StatusOK || !strings.Contains(body, "fleet: connected") {
 			return fmt.Errorf("/readyz %d %q", code, body)
@@ -392,7 +393,7 @@ func TestThreeServeProcesses(t *testing.T) {
 			return fmt.Errorf("not the owner again")
 		}
 		return nil
-	})
+	}))
 	st.set("t6", task("org_a", "six, NATS back", 8))
 	converged(t, "delivery after NATS returned", st.fresh("org_a"), views(clientsOf[last])...)
 	for _, c := range clientsOf[last] {
