@@ -23,6 +23,7 @@ import (
 	"github.com/firegate/firegate/fleet"
 	"github.com/firegate/firegate/gateway"
 	"github.com/firegate/firegate/internal/emulator"
+	"github.com/firegate/firegate/internal/natsdev"
 	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/revocation"
 	"github.com/firegate/firegate/subscriptions"
@@ -326,7 +327,7 @@ func Dev(ctx context.Context, s *Settings, log *slog.Logger, out io.Writer, read
 	}
 	os.Setenv("FIRESTORE_EMULATOR_HOST", s.EmulatorHost)
 	if s.DevNATS && s.NATSURL == "" {
-		ns, err := startDevNATS()
+		ns, err := natsdev.Start("firegate-dev")
 		if err != nil {
 			return err
 		}

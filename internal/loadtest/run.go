@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/firegate/firegate/internal/emulator"
+	"github.com/firegate/firegate/internal/natsdev"
 )
 
 // runner holds what the scenarios of one Run share.
@@ -26,7 +27,7 @@ type runner struct {
 	emu     *emulator.Emulator
 	emuHost string
 	emuPID  int
-	nats    *embeddedNATS // with Config.NATS; nil otherwise
+	nats    *natsdev.Server // with Config.NATS; nil otherwise
 	bin     string
 	tmp     string
 	d       *dialer
@@ -126,11 +127,11 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 	}
 	if r.cfg.NATS && r.ownGateways() && r.needsFiregate() {
-		if r.nats, err = startNATS(); err != nil {
+		if r.nats, err = natsdev.Start("firegate-loadtest"); err != nil {
 			return err
 		}
-		r.cfg.GatewayArgs = append(r.cfg.GatewayArgs, "--nats-url", r.nats.url())
-		fmt.Fprintf(r.cfg.Progress, "fleet mode: embedded NATS at %s\n", r.nats.url())
+		r.cfg.GatewayArgs = append(r.cfg.GatewayArgs, "--nats-url", r.nats.URL())
+		fmt.Fprintf(r.cfg.Progress, "fleet mode: embedded NATS at %s\n", r.nats.URL())
 	}
 	r.emuHost = r.cfg.EmulatorHost
 	if r.emuHost == "" && r.ownGateways() && r.needsFiregate() {
@@ -173,7 +174,7 @@ func (r *runner) close() {
 		_ = r.writer.Close()
 	}
 	if r.nats != nil {
-		r.nats.stop()
+		r.nats.Stop()
 	}
 	if r.emu != nil {
 		_ = r.emu.Stop()
