@@ -134,12 +134,20 @@ func TestScanDoesNotAllocate(t *testing.T) {
 }
 
 func TestPadForHitsPayload(t *testing.T) {
+	// Fixed times: one with nine nanosecond digits (the longest form, as
+	// padFor assumes) and one on a whole second (RFC 3339 drops the
+	// fraction), so the sizes do not depend on the wall clock.
+	long := time.Date(2026, 6, 7, 8, 9, 10, 987654321, time.UTC)
+	short := time.Date(2026, 6, 7, 8, 9, 10, 0, time.UTC)
 	for _, payload := range []int{400, 600, 2000} {
 		pad := padFor("abcd1234", payload)
-		now := time.Now()
-		b := broadcastFrame("abcd1234", 3, 12345, 10, now, padString(pad))
+		b := broadcastFrame("abcd1234", 3, 12345, 10, long, padString(pad))
 		if d := len(b) - payload; d < -8 || d > 8 {
 			t.Errorf("payload %d: frame is %d bytes", payload, len(b))
+		}
+		// A shorter time makes a shorter frame, never a longer one.
+		if b2 := broadcastFrame("abcd1234", 3, 12345, 10, short, padString(pad)); len(b2) > len(b) {
+			t.Errorf("payload %d: whole-second frame %d bytes, longer than %d", payload, len(b2), len(b))
 		}
 	}
 	if padFor("abcd1234", 10) != 0 {

@@ -47,12 +47,18 @@ func padString(n int) string { return strings.Repeat("x", n) }
 // padFor returns the padding that makes a subscriber's `changes` frame
 // about payload bytes long (0 when the frame is already larger).
 func padFor(run string, payload int) int {
-	now := time.Now()
+	now := padRefTime
 	data, _ := json.Marshal(docData(feedOrg(run, 99), 123456, now.UnixNano(), ""))
 	id := docID(run, 99, 9)
 	f := wire.ChangesFrame(123456, now, []wire.Change{{Kind: wire.KindModified, ID: id, Path: loadCollection + "/" + id, Data: data, UpdateTime: now.UTC().Format(time.RFC3339Nano)}})
 	return max(payload-f.Len(len(quotedS1)), 0)
 }
+
+// padRefTime has nine nanosecond digits, the longest RFC 3339 form of a
+// time, so padFor sizes the longest frame a write can produce (a time whose
+// nanoseconds end in zeros formats shorter). With time.Now() the padding
+// varied with the clock.
+var padRefTime = time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
 
 // WriteStats is the account of a writer run.
 type WriteStats struct {
