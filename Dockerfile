@@ -2,9 +2,17 @@
 #
 # Firegate container image.
 #
-#   docker build -t firegate .
+#   docker build --build-arg VERSION=0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" -t firegate:0.1.0 .
+#   docker run --rm firegate:0.1.0 version
 #   docker run --rm -p 8080:8080 -p 9090:9090 --env-file firegate.env \
-#     -v "$PWD/policy.yaml:/etc/firegate/policy.yaml:ro" firegate
+#     -v "$PWD/policy.yaml:/etc/firegate/policy.yaml:ro" firegate:0.1.0
+#
+# VERSION and REVISION are linked into the binaries (-X) and reported by
+# `firegate version` and the firegate_build_info metric. The build context
+# has no .git, so without REVISION the revision is "unknown"; without VERSION
+# the version is "(devel)". The Helm chart's image.tag defaults to the
+# chart's appVersion: tag the image with it and pass the same VERSION.
 #
 # Stage 1 compiles fully static binaries (CGO_ENABLED=0, -trimpath, stripped).
 # Stage 2 is distroless "static": CA certificates, tzdata, /etc/passwd with the
@@ -25,13 +33,24 @@ ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
+# Release version and source commit, stamped into the binaries (see above).
+# Declared here, after the module download, so a new value does not
+# invalidate that layer.
+ARG VERSION=
+ARG REVISION=
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/firegate ./cmd/firegate-loadtest
+    go build -trimpath \
+      -ldflags="-s -w -X github.com/firegate/firegate/metrics.Version=${VERSION} -X github.com/firegate/firegate/metrics.Revision=${REVISION}" \
+      -o /out/ ./cmd/firegate ./cmd/firegate-loadtest
 
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=
+ARG REVISION=
 LABEL org.opencontainers.image.title="firegate" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.description="Realtime WebSocket gateway: Clerk-authenticated, policy-scoped Firestore snapshot listeners fanned out to clients" \
       org.opencontainers.image.source="https://github.com/firegate/firegate"
 COPY --from=build /out/firegate /firegate

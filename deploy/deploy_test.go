@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -123,6 +124,25 @@ func TestDockerfile(t *testing.T) {
 		}
 	})
 
+	t.Run("version stamping", func(t *testing.T) {
+		ld, _ := b.flag("ldflags")
+		x := linkerX(ld)
+		args := stageArgs(*builder, b.Run.Line)
+		for _, sv := range stampVars {
+			v, ok := x[sv.Var]
+			if !ok {
+				t.Errorf("-ldflags = %q lacks -X %s=${%s}", ld, sv.Var, sv.Arg)
+				continue
+			}
+			if v != "${"+sv.Arg+"}" && v != "$"+sv.Arg {
+				t.Errorf("-X %s=%s, want it set from the build argument %s", sv.Var, v, sv.Arg)
+			}
+			if !args[sv.Arg] {
+				t.Errorf("build stage has no ARG %s before the go build (line %d)", sv.Arg, b.Run.Line)
+			}
+		}
+	})
+
 	t.Run("build targets exist", func(t *testing.T) {
 		want := []string{"./cmd/firegate", "./cmd/firegate-loadtest"}
 		for _, w := range want {
@@ -204,6 +224,75 @@ func TestDockerfile(t *testing.T) {
 	})
 }
 
+// stampVars are the link-time variables the image build sets with -X, each
+// from a build argument (docker build --build-arg VERSION=... REVISION=...).
+var stampVars = []struct{ Var, Arg string }{
+	{"github.com/firegate/firegate/metrics.Version", "VERSION"},
+	{"github.com/firegate/firegate/metrics.Revision", "REVISION"},
+}
+
+// linkerX returns the -X name=value assignments of an -ldflags value (both
+// "-X name=value" and "-X=name=value"); a later assignment wins, as in the
+// linker.
+func linkerX(ldflags string) map[string]string {
+	out := map[string]string{}
+	f := strings.Fields(ldflags)
+	for i := 0; i < len(f); i++ {
+		var kv string
+		switch {
+		case f[i] == "-X" || f[i] == "--X":
+			if i+1 == len(f) {
+				return out
+			}
+			i++
+			kv = f[i]
+		case strings.HasPrefix(f[i], "-X="):
+			kv = strings.TrimPrefix(f[i], "-X=")
+		case strings.HasPrefix(f[i], "--X="):
+			kv = strings.TrimPrefix(f[i], "--X=")
+		default:
+			continue
+		}
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func TestLinkerX(t *testing.T) {
+	tests := []struct {
+		in   string
+		want map[string]string
+	}{
+		{"-s -w", map[string]string{}},
+		{"-s -w -X a.V=${VERSION} -X b.R=$REVISION", map[string]string{"a.V": "${VERSION}", "b.R": "$REVISION"}},
+		{"-X=a.V=1 --X a.V=2", map[string]string{"a.V": "2"}},
+		{"-X a.V=", map[string]string{"a.V": ""}},
+		{"-X noequals -X", map[string]string{}},
+	}
+	for _, tt := range tests {
+		got := linkerX(tt.in)
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("linkerX(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// stageArgs returns the names of the ARGs st declares before line.
+func stageArgs(st stage, line int) map[string]bool {
+	out := map[string]bool{}
+	for _, in := range st.Body {
+		if in.Keyword == "ARG" && in.Line < line {
+			for _, a := range strings.Fields(in.Args) {
+				name, _, _ := strings.Cut(a, "=")
+				out[name] = true
+			}
+		}
+	}
+	return out
+}
+
 // imagePorts returns the ports a stage EXPOSEs.
 func imagePorts(st stage) map[int]bool {
 	out := map[int]bool{}
@@ -247,14 +336,20 @@ func hasMainPackage(t *testing.T, dir string) bool {
 // same environment, for linux) into a temporary directory and checks that
 // every binary is what the distroless static image needs: statically linked
 // (no PT_INTERP program header, no shared libraries), stripped, built with
-// CGO_ENABLED=0 and -trimpath.
+// CGO_ENABLED=0 and -trimpath; and that the VERSION and REVISION build
+// arguments reach `firegate version` (which prints what
+// firegate_build_info reports).
 func TestStaticBuild(t *testing.T) {
 	b := imageBuild(t, readDockerfile(t))
 	out := t.TempDir()
-	args := []string{"build"}
+	// The build arguments, as `docker build --build-arg` would pass them.
+	buildArgs := map[string]string{"VERSION": "v0.0.0-stamptest", "REVISION": "5a17c0ffee5a17c0ffee5a17c0ffee5a17c0ffee"}
+	// -buildvcs=false: the image's build context has no .git, so the
+	// toolchain stamps no VCS revision there; this build must not either.
+	args := []string{"build", "-buildvcs=false"}
 	for _, f := range b.Flags {
 		if !strings.HasPrefix(f, "-o=") {
-			args = append(args, f)
+			args = append(args, expandArgs(f, buildArgs))
 		}
 	}
 	args = append(args, "-o", out+string(filepath.Separator))
@@ -282,6 +377,18 @@ func TestStaticBuild(t *testing.T) {
 			checkStaticBinary(t, bin)
 		})
 	}
+
+	t.Run("version stamped", func(t *testing.T) {
+		bin := filepath.Join(out, "firegate")
+		got, err := exec.CommandContext(ctx, bin, "version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s version: %v\n%s", bin, err, got)
+		}
+		want := fmt.Sprintf("firegate %s (revision %s, %s)\n", buildArgs["VERSION"], buildArgs["REVISION"], runtime.Version())
+		if string(got) != want {
+			t.Errorf("firegate version = %q, want %q", got, want)
+		}
+	})
 }
 
 func checkStaticBinary(t *testing.T, bin string) {

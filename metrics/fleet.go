@@ -83,10 +83,18 @@ func newFleet(cs *[]prometheus.Collector) FleetMetrics {
 }
 
 // Version is the release version reported by firegate_build_info; set it
-// at link time (-ldflags "-X github.com/firegate/firegate/metrics.Version=v1.2.3").
-// Empty means the main module's version from the build info ("(devel)" for
-// a local build).
+// at link time (-ldflags "-X github.com/firegate/firegate/metrics.Version=v1.2.3",
+// as the Dockerfile does from its VERSION build argument). Empty means the
+// main module's version from the build info ("(devel)" for a local build).
 var Version string
+
+// Revision is the source revision reported by firegate_build_info when the
+// Go toolchain stamped none: set it at link time (-ldflags
+// "-X github.com/firegate/firegate/metrics.Revision=<commit>", as the
+// Dockerfile does from its REVISION build argument). A build inside Docker
+// has no .git (it is not in the build context), so the toolchain records no
+// vcs.revision there. Empty means "unknown" in that case.
+var Revision string
 
 // buildInfo returns firegate_build_info{version,revision,go_version} = 1.
 func buildInfo() prometheus.Collector {
@@ -98,23 +106,38 @@ func buildInfo() prometheus.Collector {
 }
 
 // BuildVersion returns the version (Version, else the main module's
-// version, else "unknown") and the VCS revision the Go toolchain stamped
-// ("unknown" when built without VCS information, e.g. -buildvcs=false).
+// version, else "unknown") and the revision (the VCS revision the Go
+// toolchain stamped, else Revision, else "unknown").
 func BuildVersion() (version, revision string) {
-	version, revision = Version, "unknown"
 	bi, ok := debug.ReadBuildInfo()
-	if ok && version == "" {
+	if !ok {
+		bi = nil
+	}
+	return buildVersion(bi, Version, Revision)
+}
+
+// buildVersion is BuildVersion for the build info bi (nil when the binary
+// has none) and the link-time values linkVersion and linkRevision.
+func buildVersion(bi *debug.BuildInfo, linkVersion, linkRevision string) (version, revision string) {
+	version = linkVersion
+	if version == "" && bi != nil {
 		version = bi.Main.Version
 	}
 	if version == "" {
 		version = "unknown"
 	}
-	if ok {
+	if bi != nil {
 		for _, kv := range bi.Settings {
 			if kv.Key == "vcs.revision" && kv.Value != "" {
 				revision = kv.Value
 			}
 		}
+	}
+	if revision == "" {
+		revision = linkRevision
+	}
+	if revision == "" {
+		revision = "unknown"
 	}
 	return version, revision
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,16 +46,54 @@ func TestBuildInfo(t *testing.T) {
 	t.Fatal("firegate_build_info not registered")
 }
 
-func TestBuildVersionPrefersLinkTimeVersion(t *testing.T) {
-	old := Version
-	t.Cleanup(func() { Version = old })
-	Version = "v9.9.9-test"
-	if v, _ := BuildVersion(); v != "v9.9.9-test" {
-		t.Fatalf("BuildVersion() = %q, want the link-time Version", v)
+func TestBuildVersion(t *testing.T) {
+	stamped := &debug.BuildInfo{Main: debug.Module{Version: "v1.0.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "vcsrev"}}}
+	unstamped := &debug.BuildInfo{Main: debug.Module{Version: "(devel)"},
+		Settings: []debug.BuildSetting{{Key: "-trimpath", Value: "true"}}}
+	tests := []struct {
+		name                      string
+		bi                        *debug.BuildInfo
+		linkVersion, linkRev      string
+		wantVersion, wantRevision string
+	}{
+		{"link-time version wins over the module version", stamped, "v9.9.9", "", "v9.9.9", "vcsrev"},
+		{"module version without a link-time one", stamped, "", "", "v1.0.0", "vcsrev"},
+		{"VCS stamp wins over the link-time revision", stamped, "", "linkrev", "v1.0.0", "vcsrev"},
+		{"link-time revision without a VCS stamp (docker build)", unstamped, "v2.0.0", "linkrev", "v2.0.0", "linkrev"},
+		{"nothing stamped", unstamped, "", "", "(devel)", "unknown"},
+		{"no build info", nil, "", "", "unknown", "unknown"},
+		{"no build info, link-time values", nil, "v3", "r3", "v3", "r3"},
 	}
-	Version = ""
-	if v, _ := BuildVersion(); v == "" {
-		t.Fatal("BuildVersion() is empty without a link-time Version")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, r := buildVersion(tt.bi, tt.linkVersion, tt.linkRev)
+			if v != tt.wantVersion || r != tt.wantRevision {
+				t.Errorf("buildVersion = %q, %q, want %q, %q", v, r, tt.wantVersion, tt.wantRevision)
+			}
+		})
+	}
+}
+
+// TestBuildVersionReadsLinkTimeVariables checks that BuildVersion reads the
+// package variables that -ldflags -X sets (a test binary has no VCS stamp).
+func TestBuildVersionReadsLinkTimeVariables(t *testing.T) {
+	oldV, oldR := Version, Revision
+	t.Cleanup(func() { Version, Revision = oldV, oldR })
+	Version, Revision = "v9.9.9-test", "0123abcd"
+	v, r := BuildVersion()
+	if v != "v9.9.9-test" {
+		t.Errorf("BuildVersion() version = %q, want the link-time Version", v)
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				t.Fatalf("test binary carries vcs.revision %q; this test needs an unstamped binary", s.Value)
+			}
+		}
+	}
+	if r != "0123abcd" {
+		t.Errorf("BuildVersion() revision = %q, want the link-time Revision", r)
 	}
 }
 

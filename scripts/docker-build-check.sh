@@ -3,12 +3,18 @@
 # check the result is what the distroless static image needs.
 #
 # It finds the `go build` command of the Dockerfile's build stage, checks it
-# carries CGO_ENABLED=0, -trimpath and -ldflags="-s -w" (so the two cannot
-# drift apart), runs that build with its packages for linux into a temporary
-# directory (or $OUT_DIR), and checks every binary:
+# carries CGO_ENABLED=0, -trimpath and -ldflags with "-s -w" and the version
+# stamping (-X .../metrics.Version=${VERSION} -X .../metrics.Revision=${REVISION}),
+# runs that build with the Dockerfile's own -ldflags and packages for linux
+# into a temporary directory (or $OUT_DIR), without VCS stamping as in the
+# image (its build context has no .git), and checks every binary:
 #   - statically linked: no PT_INTERP program header, no NEEDED libraries;
 #   - built with CGO_ENABLED=0 and -trimpath (go version -m);
-#   - stripped (-ldflags "-s -w"): no .symtab, no DWARF.
+#   - stripped (-ldflags "-s -w"): no .symtab, no DWARF;
+#   - firegate: `firegate version` reports VERSION and REVISION (native
+#     GOARCH only).
+# VERSION and REVISION play the build arguments (default: 0.0.0-check and
+# the checkout's HEAD).
 # GOARCH=arm64 scripts/docker-build-check.sh checks a cross build.
 # Exit status 0 when every check passes.
 set -euo pipefail
@@ -27,7 +33,21 @@ build_line="$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile | grep -E '^RUN .
 # Flags and packages after "go build", without the -o and its value.
 args="${build_line#*go build}"
 grep -q -- '-trimpath' <<<"$args" || fail "Dockerfile go build lacks -trimpath"
-grep -q -- '-ldflags="-s -w"' <<<"$args" || fail "Dockerfile go build lacks -ldflags=\"-s -w\""
+# The -ldflags value, between its double quotes.
+ldflags="$(grep -oE -- '-ldflags="[^"]*"' <<<"$args" | head -n 1 || true)"
+[ -n "$ldflags" ] || fail "Dockerfile go build lacks a double-quoted -ldflags=\"...\""
+ldflags="${ldflags#-ldflags=\"}"
+ldflags="${ldflags%\"}"
+grep -qE -- '(^| )-s -w( |$)' <<<"$ldflags" || fail "Dockerfile -ldflags lacks -s -w (stripped)"
+pkgvar=github.com/firegate/firegate/metrics
+grep -qF -- "-X $pkgvar.Version=\${VERSION}" <<<"$ldflags" ||
+  fail "Dockerfile -ldflags lacks -X $pkgvar.Version=\${VERSION}"
+grep -qF -- "-X $pkgvar.Revision=\${REVISION}" <<<"$ldflags" ||
+  fail "Dockerfile -ldflags lacks -X $pkgvar.Revision=\${REVISION}"
+version="${VERSION:-0.0.0-check}"
+revision="${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+ldflags="${ldflags//\$\{VERSION\}/$version}"
+ldflags="${ldflags//\$\{REVISION\}/$revision}"
 grep -q 'CGO_ENABLED=0' <<<"$build_line" || fail "Dockerfile go build lacks CGO_ENABLED=0"
 mapfile -t pkgs < <(grep -oE '\./cmd/[A-Za-z0-9_./-]+' <<<"$args")
 [ "${#pkgs[@]}" -gt 0 ] || fail "no ./cmd/... packages in the Dockerfile go build"
@@ -40,9 +60,9 @@ fi
 mkdir -p "$out"
 
 goarch="${GOARCH:-$(go env GOARCH)}"
-echo "building ${pkgs[*]} for linux/$goarch into $out"
+echo "building ${pkgs[*]} for linux/$goarch into $out (VERSION=$version REVISION=$revision)"
 CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" \
-  go build -trimpath -ldflags="-s -w" -o "$out/" "${pkgs[@]}"
+  go build -trimpath -buildvcs=false -ldflags="$ldflags" -o "$out/" "${pkgs[@]}"
 
 status=0
 check() { # description, command...
@@ -54,6 +74,7 @@ no_needed() { ! LC_ALL=C readelf -dW "$1" 2>/dev/null | grep -q '(NEEDED)'; }
 no_symtab() { ! LC_ALL=C readelf -SW "$1" 2>/dev/null | grep -qE '\] \.symtab '; }
 no_dwarf()  { ! LC_ALL=C readelf -SW "$1" 2>/dev/null | grep -qE '\] \.z?debug_info '; }
 setting()   { go version -m "$1" | grep -qE "^[[:space:]]+build[[:space:]]+$2\$"; }
+reports_version() { [ "$("$1" version)" = "firegate $version (revision $revision, $(go env GOVERSION))" ]; }
 file_static() { file -b "$1" | grep -qE 'statically linked|static-pie linked'; }
 
 for pkg in "${pkgs[@]}"; do
@@ -75,6 +96,9 @@ for pkg in "${pkgs[@]}"; do
   check "CGO_ENABLED=0" setting "$bin" 'CGO_ENABLED=0'
   check "-trimpath" setting "$bin" '-trimpath=true'
   check "GOOS=linux GOARCH=$goarch" setting "$bin" "GOARCH=$goarch"
+  if [ "$(basename "$pkg")" = firegate ] && [ "$(go env GOHOSTOS)/$(go env GOHOSTARCH)" = "linux/$goarch" ]; then
+    check "firegate version reports VERSION and REVISION" reports_version "$bin"
+  fi
 done
 
 if [ "$status" -ne 0 ]; then

@@ -1,6 +1,6 @@
 // Command firegate is the Firegate gateway: `firegate dev` (the embedded
 // default, no accounts), `firegate serve` (production), `firegate token`
-// (mint a dev token) and `firegate policy check|explain`.
+// (mint a dev token), `firegate policy check|explain` and `firegate version`.
 package main
 
 import (
@@ -14,11 +14,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/firegate/firegate/authz"
 	"github.com/firegate/firegate/internal/app"
+	"github.com/firegate/firegate/metrics"
 )
 
 const usage = `firegate — a realtime WebSocket gateway for Firestore with Clerk auth
@@ -32,6 +34,7 @@ Usage:
   firegate policy explain FILE --claims claims.json --collection C [--doc doc.json]
   firegate policy explain FILE --claims claims.json --op create|update|delete
                           --path P [--doc old.json] [--new new.json]
+  firegate version          print the version, revision and Go version (as firegate_build_info)
 
 Run 'firegate <command> -h' for the flags; every flag mirrors an environment
 variable (see README.md).
@@ -54,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runToken(args[1:], stdout, stderr)
 	case "policy":
 		err = runPolicy(args[1:], stdout, stderr)
+	case "version":
+		version, revision := metrics.BuildVersion()
+		fmt.Fprintf(stdout, "firegate %s (revision %s, %s)\n", version, revision, runtime.Version())
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,16 +21,28 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/firegate/firegate/internal/testkit"
+	"github.com/firegate/firegate/metrics"
 	"github.com/firegate/firegate/wire"
+)
+
+// Link-time build stamps of the binaries the tests build, as the
+// Dockerfile's VERSION and REVISION build arguments set them.
+const (
+	stampVersion  = "v0.0.0-e2e"
+	stampRevision = "e2e0c0ffeee2e0c0ffeee2e0c0ffeee2e0c0ffee"
 )
 
 // TestDevEndToEnd starts `firegate dev` the way a newcomer does (the built
 // binary, no configuration but loopback ports), then checks the demo page,
-// /readyz, a dev token, a live change over the WebSocket, and a clean exit
-// on SIGTERM.
+// /readyz, firegate_build_info (the binary is stamped with -ldflags -X, as
+// the image is), a dev token, a live change over the WebSocket, and a clean
+// exit on SIGTERM.
 func TestDevEndToEnd(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "firegate")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-buildvcs=false", "-ldflags",
+		"-X github.com/firegate/firegate/metrics.Version="+stampVersion+
+			" -X github.com/firegate/firegate/metrics.Revision="+stampRevision,
+		"-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -110,6 +123,10 @@ func TestDevEndToEnd(t *testing.T) {
 	})
 	if code, _ := get(admin + "/readyz"); code != 200 {
 		t.Fatalf("admin /readyz = %d", code)
+	}
+	wantInfo := fmt.Sprintf("firegate_build_info{go_version=%q,revision=%q,version=%q} 1\n", runtime.Version(), stampRevision, stampVersion)
+	if _, body := get(admin + "/metrics"); !strings.Contains(body, wantInfo) {
+		t.Errorf("/metrics lacks %q; build_info lines: %q", wantInfo, regexp.MustCompile(`(?m)^firegate_build_info.*$`).FindAllString(body, -1))
 	}
 	code, body := get(base + "/dev/token?user=user_alice&org=org_acme")
 	if code != 200 {
@@ -271,6 +288,18 @@ func TestServeRefusesIncompleteConfig(t *testing.T) {
 	run([]string{"serve", "--project", "p", "--policy", "x.yaml"}, &out, &errOut)
 	if !strings.Contains(errOut.String(), "CLERK_ISSUER") {
 		t.Fatalf("JWKS URL without issuer not named:\n%s", errOut.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"version"}, &out, &errOut); code != 0 {
+		t.Fatalf("version: exit %d: %s", code, errOut.String())
+	}
+	version, revision := metrics.BuildVersion()
+	want := fmt.Sprintf("firegate %s (revision %s, %s)\n", version, revision, runtime.Version())
+	if out.String() != want {
+		t.Errorf("version printed %q, want %q (the firegate_build_info labels)", out.String(), want)
 	}
 }
 
