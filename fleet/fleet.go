@@ -31,6 +31,10 @@
 //   - A mirror declares its interest in the Feed (interest.go); the owner
 //     keeps its listener while any other instance is interested, and stops
 //     one linger after the last subscriber fleet-wide left.
+//   - The lease value also carries a hash of the Feed's tenant. Each
+//     instance watches the lease bucket (view.go) and answers the Hub's
+//     FleetFeeds (subscriptions.FleetLimiter) from it, so that
+//     MaxFeedsPerTenant holds across the fleet.
 //   - When NATS is unreachable, Feeds run the inner listener locally
 //     (degraded; metric fleet_degraded, Status, a log line). A degraded Feed
 //     moves its seq far ahead once (so a resume elsewhere can never be
@@ -124,6 +128,10 @@ type Source struct {
 	askedAt      map[string]time.Time // last state request per owned Feed
 	interestAsks uint64
 
+	// view follows the lease bucket for the fleet-wide per-tenant cap
+	// (view.go; FleetFeeds).
+	view *leaseView
+
 	degraded atomic.Bool
 	closed   atomic.Bool
 }
@@ -143,11 +151,16 @@ type lease struct {
 	Owner   string `json:"owner"`
 	Epoch   string `json:"epoch"`
 	Session string `json:"session,omitempty"`
+	// Tenant is tenantHash of the Feed's tenant, for the fleet-wide
+	// per-tenant cap ("" from an instance that predates it: counts for no
+	// tenant).
+	Tenant string `json:"t,omitempty"`
 }
 
-// leaseValue returns a new lease value of this instance for epoch.
-func (s *Source) leaseValue(epoch string) []byte {
-	val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch, Session: randomID()})
+// leaseValue returns a new lease value of this instance for epoch and
+// tenant.
+func (s *Source) leaseValue(epoch, tenant string) []byte {
+	val, _ := json.Marshal(lease{Owner: s.cfg.Instance, Epoch: epoch, Session: randomID(), Tenant: tenantHash(tenant)})
 	return val
 }
 
@@ -203,6 +216,7 @@ func New(cfg Config) (*Source, error) {
 	s := &Source{
 		cfg: cfg, inner: cfg.Inner, m: cfg.Metrics, log: cfg.Logger,
 		leases: make(map[string]leaseHold), roles: make(map[string]metrics.FleetRole), interest: make(map[string]bool), askedAt: make(map[string]time.Time),
+		view: newLeaseView(cfg.Instance, cfg.LeaseTTL),
 	}
 	opts := append([]nats.Option{
 		nats.Name("firegate " + cfg.Instance),
@@ -242,6 +256,7 @@ func (s *Source) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
+	s.view.stop()
 	s.nc.Close()
 }
 
@@ -274,6 +289,7 @@ func (s *Source) setDegraded(d bool, err error) {
 	}
 	s.m.Fleet.Degraded.Set(0)
 	s.log.Info("fleet: NATS reachable; Feeds rejoin the fleet")
+	go s.rewatch()
 }
 
 // Listen runs the inner listener (a Feed outside fleet control).
@@ -318,7 +334,35 @@ func (s *Source) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	s.mu.Lock()
 	s.kv = kv
 	s.mu.Unlock()
+	s.view.watch(kv)
 	return kv, nil
+}
+
+// rewatch sets the bucket up again and restarts the lease view on it
+// (NATS came back; its watch may have ended or the bucket be lost).
+func (s *Source) rewatch() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	s.forgetBucket()
+	if _, err := s.bucket(ctx); err != nil && !errors.Is(err, errDegraded) {
+		s.log.Warn("fleet: JetStream setup failed after reconnecting; retrying on use", "error", err)
+	}
+}
+
+// FleetFeeds implements subscriptions.FleetLimiter from the lease view
+// (view.go): the live Feeds of tenant that other instances own, except key
+// and the keys in local; whether another instance owns key; ok false
+// while NATS is unreachable or the view has not read the bucket. It does
+// not block.
+func (s *Source) FleetFeeds(tenant, key string, local []string) (others int, exists, ok bool) {
+	if s.closed.Load() || s.degraded.Load() {
+		return 0, false, false
+	}
+	loc := make(map[string]struct{}, len(local))
+	for _, k := range local {
+		loc[hashKey(k)] = struct{}{}
+	}
+	return s.view.count(tenantHash(tenant), hashKey(key), loc)
 }
 
 // forgetBucket drops the cached bucket after an error that may mean NATS
@@ -343,10 +387,11 @@ func randomID() string {
 }
 
 // FeedEpoch returns the fleet-wide epoch of the Feed with key: the lease
-// holder's, or a fresh one that this instance then owns (the lease is taken
-// here, so two instances opening a Feed at once agree on one epoch). With
-// NATS unreachable it returns a fresh local epoch.
-func (s *Source) FeedEpoch(key string) string {
+// holder's, or a fresh one that this instance then owns (the lease, which
+// carries tenant's hash, is taken here, so two instances opening a Feed at
+// once agree on one epoch). With NATS unreachable it returns a fresh local
+// epoch.
+func (s *Source) FeedEpoch(key, tenant string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	kv, err := s.bucket(ctx)
@@ -365,10 +410,11 @@ func (s *Source) FeedEpoch(key string) string {
 			return randomID()
 		}
 		epoch := randomID()
-		val := s.leaseValue(epoch)
+		val := s.leaseValue(epoch, tenant)
 		rev, err := kv.Create(ctx, hk, val)
 		if err == nil {
 			s.m.Fleet.LeaseChanges[metrics.LeaseAcquired].Inc()
+			s.view.put(hk, val)
 			s.mu.Lock()
 			s.leases[key] = leaseHold{rev: rev, val: val, at: time.Now()}
 			s.mu.Unlock()
@@ -433,7 +479,7 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 	e, err := kv.Get(ctx, hk)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		h, ok := s.acquire(ctx, kv, hk, f.Epoch())
+		h, ok := s.acquire(ctx, kv, hk, f.Epoch(), f.Tenant())
 		if ok {
 			return s.own(ctx, f, h, emit)
 		}
@@ -452,9 +498,9 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 	return s.mirror(ctx, f, emit)
 }
 
-// acquire tries to create the lease for hk with epoch.
-func (s *Source) acquire(ctx context.Context, kv jetstream.KeyValue, hk, epoch string) (leaseHold, bool) {
-	val := s.leaseValue(epoch)
+// acquire tries to create the lease for hk with epoch and tenant.
+func (s *Source) acquire(ctx context.Context, kv jetstream.KeyValue, hk, epoch, tenant string) (leaseHold, bool) {
+	val := s.leaseValue(epoch, tenant)
 	rev, err := kv.Create(ctx, hk, val)
 	if err != nil {
 		return leaseHold{}, false
@@ -763,7 +809,7 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 			e, err := kv.Get(gctx, hk)
 			gcancel()
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				if h, ok := s.acquire(mctx, kv, hk, epoch); ok {
+				if h, ok := s.acquire(mctx, kv, hk, epoch, f.Tenant()); ok {
 					if err := s.drain(mctx, subj, epoch, &cur, offset, emit); err != nil {
 						s.log.Warn("fleet: catching up before a takeover failed; the fresh listener's diff covers it", "feed", hk, "error", err)
 					}
@@ -818,7 +864,7 @@ func (s *Source) requestState(ctx context.Context, resync func(context.Context) 
 // lease if it is free, else retries later as a mirror.
 func (s *Source) tryTakeover(ctx, mctx context.Context, f subscriptions.FleetFeed, kv jetstream.KeyValue, hk string, emit func(*subscriptions.Snapshot), cause error) error {
 	if _, err := kv.Get(mctx, hk); errors.Is(err, jetstream.ErrKeyNotFound) {
-		if h, ok := s.acquire(mctx, kv, hk, f.Epoch()); ok {
+		if h, ok := s.acquire(mctx, kv, hk, f.Epoch(), f.Tenant()); ok {
 			return s.own(ctx, f, h, emit)
 		}
 	}

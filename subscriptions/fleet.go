@@ -15,12 +15,13 @@ import (
 // concurrent use.
 type FleetSource interface {
 	Source
-	// FeedEpoch returns the epoch for a new Feed with key: the fleet-wide
-	// epoch when the Feed exists elsewhere, else a fresh one. Called with
-	// no Hub lock held, before the Feed is created; it may block briefly on
-	// the network and must return a non-empty epoch even when the fleet is
-	// unreachable (degraded mode).
-	FeedEpoch(key string) string
+	// FeedEpoch returns the epoch for a new Feed with key (FeedSpec.Key)
+	// of tenant (FeedSpec.Tenant): the fleet-wide epoch when the Feed
+	// exists elsewhere, else a fresh one. Called with no Hub lock held,
+	// before the Feed is created; it may block briefly on the network and
+	// must return a non-empty epoch even when the fleet is unreachable
+	// (degraded mode).
+	FeedEpoch(key, tenant string) string
 	// ListenFeed runs the Feed's upstream until ctx ends (it then returns
 	// ctx.Err()) or fails, exactly as Listen does, and emits in order from
 	// one goroutine. A Snapshot's Seq, History and Published fields (see
@@ -40,11 +41,33 @@ type FleetInterest interface {
 	RemoteInterest(key string) bool
 }
 
+// FleetLimiter may be implemented by a FleetSource to make
+// HubConfig.MaxFeedsPerTenant hold across the fleet. FleetFeeds reports
+// what the fleet knows of tenant's Feeds:
+//
+//   - others: the live Feeds of tenant that another instance owns and
+//     whose key is neither key nor one of local (the keys of this Hub's
+//     Feeds of tenant, which the Hub counts itself);
+//   - exists: whether the Feed with key is live and owned by another
+//     instance (opening it here mirrors it: no new Firestore listener);
+//   - ok: false when the fleet's view is unknown (NATS unreachable, or
+//     not yet read); the Hub then applies its local count alone.
+//
+// The Hub calls it with its limit lock held (a leaf lock of the
+// implementation may be taken): it must not block, do I/O or call back
+// into the Hub. Its answer may lag the fleet by the time a lease change
+// takes to reach this instance.
+type FleetLimiter interface {
+	FleetFeeds(tenant, key string, local []string) (others int, exists, ok bool)
+}
+
 // FleetFeed is what a FleetSource sees of a Feed. Its methods are safe for
 // concurrent use.
 type FleetFeed interface {
 	// Key is the Feed key (FeedSpec.Key), the same on every instance.
 	Key() string
+	// Tenant is the Feed's tenant (FeedSpec.Tenant).
+	Tenant() string
 	// Epoch is the Feed's epoch (fixed for the Feed's life).
 	Epoch() string
 	// Query is what the Feed's listener runs.
@@ -82,9 +105,10 @@ type HistoryChange struct {
 // fleetFeed adapts a feed to FleetFeed.
 type fleetFeed struct{ f *feed }
 
-func (x fleetFeed) Key() string   { return x.f.spec.Key }
-func (x fleetFeed) Epoch() string { return x.f.epoch }
-func (x fleetFeed) Query() Query  { return x.f.spec.Query }
+func (x fleetFeed) Key() string    { return x.f.spec.Key }
+func (x fleetFeed) Tenant() string { return x.f.spec.Tenant }
+func (x fleetFeed) Epoch() string  { return x.f.epoch }
+func (x fleetFeed) Query() Query   { return x.f.spec.Query }
 
 func (x fleetFeed) State() (FeedState, bool) {
 	f := x.f

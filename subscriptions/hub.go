@@ -26,7 +26,12 @@ type HubConfig struct {
 	// MaxFeeds caps Feeds overall, lingering ones included (each is one
 	// Firestore listener). 0 means DefaultMaxFeeds.
 	MaxFeeds int
-	// MaxFeedsPerTenant caps Feeds per FeedSpec.Tenant. 0 means 100.
+	// MaxFeedsPerTenant caps Feeds per FeedSpec.Tenant. 0 means 100. In
+	// fleet mode (a Source implementing FleetLimiter, while it knows the
+	// fleet) the cap holds across the fleet: a new Feed is refused when
+	// the tenant's Feeds on this instance plus those other instances own
+	// reach it, unless another instance already owns the Feed (opening it
+	// here mirrors it). MaxFeeds stays per instance.
 	MaxFeedsPerTenant int
 	// MaxFeedBytesPerTenant is a tenant's budget of Feed result bytes: a
 	// new Feed is refused (Limit "feed_bytes_per_org") while the tenant's
@@ -122,7 +127,8 @@ type hubShard struct {
 //	shard.mu → feed.mu → limMu
 //
 // (any of them may be skipped; never the reverse). limMu and cbMu (linger
-// callback admission) are leaves: nothing is locked while holding them. Subscribe holds a shard
+// callback admission) are leaves of the Hub: no Hub lock is taken while
+// holding them (under limMu, a FleetLimiter may take its own leaf lock). Subscribe holds a shard
 // lock only to find or create a Feed and reserve a reference (an atomic
 // increment, no Feed lock); it then attaches under the Feed lock alone, so a
 // long fan-out never stalls a shard. A Feed removes itself (linger expiry,
@@ -378,7 +384,13 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 		if f, err := h.join(spec.Key); f != nil || err != nil {
 			return f, err
 		}
-		epoch = fs.FeedEpoch(spec.Key)
+		// The fleet-wide per-tenant cap is checked before FeedEpoch, which
+		// may take the Feed's lease, so that a refused Feed leaves none
+		// behind; takeSlot checks it again.
+		if err := h.fleetAdmit(spec); err != nil {
+			return nil, err
+		}
+		epoch = fs.FeedEpoch(spec.Key, spec.Tenant)
 	}
 	for evicted := 0; ; evicted++ {
 		f, err := h.tryAcquire(spec, epoch)
@@ -446,7 +458,7 @@ func (h *Hub) takeSlot(f *feed) error {
 	switch {
 	case h.total >= h.cfg.MaxFeeds:
 		return refuse(LimitFeeds)
-	case h.perTenant[tenant] >= h.cfg.MaxFeedsPerTenant:
+	case h.tenantFullLocked(f.spec):
 		return refuse(LimitFeedsPerTenant)
 	case f.spec.User != "" && h.perUser[tu] >= h.userCap():
 		return refuse(LimitFeedShare)
@@ -465,6 +477,60 @@ func (h *Hub) takeSlot(f *feed) error {
 	}
 	set[f] = struct{}{}
 	return nil
+}
+
+// tenantFullLocked reports whether MaxFeedsPerTenant refuses a new Feed
+// for spec (see tenantCountLocked). limMu is held.
+func (h *Hub) tenantFullLocked(spec FeedSpec) bool {
+	n, join := h.tenantCountLocked(spec)
+	return !join && n >= h.cfg.MaxFeedsPerTenant
+}
+
+// tenantCountLocked returns how many Feeds MaxFeedsPerTenant counts for
+// spec's tenant: its Feeds here plus, in fleet mode while the fleet's view
+// is known, those other instances own; join reports that another instance
+// already owns the Feed for spec (opening it here mirrors it, which is
+// never limited, as joining a Feed here is not). limMu is held; the
+// FleetLimiter does not block.
+func (h *Hub) tenantCountLocked(spec FeedSpec) (n int, join bool) {
+	n = h.perTenant[spec.Tenant]
+	fl, ok := h.src.(FleetLimiter)
+	if !ok {
+		return n, false
+	}
+	local := make([]string, 0, len(h.tenantFeeds[spec.Tenant]))
+	for f := range h.tenantFeeds[spec.Tenant] {
+		local = append(local, f.spec.Key)
+	}
+	others, exists, known := fl.FleetFeeds(spec.Tenant, spec.Key, local)
+	if !known {
+		return n, false
+	}
+	return n + others, exists
+}
+
+// fleetAdmit applies the fleet-wide MaxFeedsPerTenant to a new Feed for
+// spec before its epoch is asked for, evicting the tenant's lingering
+// Feeds here as acquire does. Evicting a Feed another instance owns (a
+// mirror here) frees no fleet slot; fleetAdmit gives up after such an
+// eviction. Called with no lock held; nil outside fleet mode.
+func (h *Hub) fleetAdmit(spec FeedSpec) error {
+	if _, ok := h.src.(FleetLimiter); !ok {
+		return nil
+	}
+	prev := -1
+	for evicted := 0; ; evicted++ {
+		h.limMu.Lock()
+		n, join := h.tenantCountLocked(spec)
+		h.limMu.Unlock()
+		if join || n < h.cfg.MaxFeedsPerTenant {
+			return nil
+		}
+		if (prev >= 0 && n >= prev) || evicted >= maxEvictions || !h.evictLingering(spec, LimitFeedsPerTenant) {
+			return &LimitError{Limit: LimitFeedsPerTenant, RetryAfter: max(h.cfg.Linger, time.Second)}
+		}
+		prev = n
+	}
 }
 
 // userCap is how many of a tenant's Feeds one user may have opened.
