@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,80 +34,21 @@ const (
 // the image is), a dev token, a live change over the WebSocket, and a clean
 // exit on SIGTERM.
 func TestDevEndToEnd(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "firegate")
-	build := exec.Command("go", "build", "-buildvcs=false", "-ldflags",
-		"-X github.com/firegate/firegate/metrics.Version="+stampVersion+
-			" -X github.com/firegate/firegate/metrics.Revision="+stampRevision,
-		"-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin := buildFiregate(t, "-X github.com/firegate/firegate/metrics.Version="+stampVersion+
+		" -X github.com/firegate/firegate/metrics.Revision="+stampRevision)
+	proc, found := startDev(t, bin,
+		[]string{"dev", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-timeout", "1s"},
+		[]string{"FIRESTORE_EMULATOR_HOST="},
+		map[string]*regexp.Regexp{
+			"page":  regexp.MustCompile(`demo page:\s+(http://\S+)/`),
+			"admin": regexp.MustCompile(`admin:\s+(http://\S+)/metrics`),
+		})
+	base, admin := found["page"], found["admin"]
+	if !strings.Contains(proc.banner, "DEV MODE") {
+		t.Fatalf("banner does not say dev mode:\n%s", proc.banner)
 	}
-	cmd := exec.Command(bin, "dev", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--drain-timeout", "1s")
-	cmd.Env = append(os.Environ(), "FIRESTORE_EMULATOR_HOST=")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-	})
-	lines := make(chan string, 100)
-	var banner strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	pageRe := regexp.MustCompile(`demo page:\s+(http://\S+)/`)
-	adminRe := regexp.MustCompile(`admin:\s+(http://\S+)/metrics`)
-	var base, admin string
-	deadline := time.After(90 * time.Second)
-	for base == "" || admin == "" {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("firegate dev exited early:\n%s\n%s", banner.String(), stderr.String())
-			}
-			banner.WriteString(l + "\n")
-			if m := pageRe.FindStringSubmatch(l); m != nil {
-				base = m[1]
-			}
-			if m := adminRe.FindStringSubmatch(l); m != nil {
-				admin = m[1]
-			}
-		case <-deadline:
-			t.Fatalf("no banner within 90s:\n%s\n%s", banner.String(), stderr.String())
-		}
-	}
-	if !strings.Contains(banner.String(), "DEV MODE") {
-		t.Fatalf("banner does not say dev mode:\n%s", banner.String())
-	}
-	go func() {
-		for range lines {
-		}
-	}()
 
-	get := func(url string) (int, string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(url string) (int, string) { return httpGet(t, url) }
 	if code, body := get(base + "/"); code != 200 || !strings.Contains(body, "<html") {
 		t.Fatalf("GET / = %d %.200s", code, body)
 	}
@@ -251,22 +188,13 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("member delete = %d, want 403", wresp.StatusCode)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	proc.terminate(t)
 	// Drain closes our socket with 1012.
 	_, _, err = ws.Read(ctx)
 	if websocket.CloseStatus(err) != wire.CloseServiceRestart {
 		t.Fatalf("close after SIGTERM: %v", err)
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("firegate dev exit: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("firegate dev did not exit after SIGTERM")
-	}
+	proc.waitExit(t)
 }
 
 func TestServeRefusesIncompleteConfig(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/firegate/firegate/wire"
 )
 
 // authstorm: authenticated handshakes (dial, RS256 verification, welcome,
@@ -76,8 +74,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 	maxSteps := int(maxDuration / cfg.AuthStepDuration)
 	start := time.Now()
 	var seq atomic.Int64
-	var errMu sync.Mutex
-	var errSamples []string
+	var errs errorSamples
 	steps := min(maxSteps, int((cfg.AuthMax-cfg.AuthStart)/max(cfg.AuthStep, 1))+1)
 	waitProfile := r.profile(ctx, insts, "authstorm", min(30*time.Second, time.Duration(steps)*cfg.AuthStepDuration))
 	for step, rate := 0, cfg.AuthStart; rate <= cfg.AuthMax && step < maxSteps && ctx.Err() == nil; step, rate = step+1, rate+cfg.AuthStep {
@@ -92,7 +89,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 		n := int64(rate * cfg.AuthStepDuration.Seconds())
 		var lastDone atomic.Int64
 		for k := int64(0); k < n && ctx.Err() == nil; k++ {
-			sleepCtx(ctx, time.Until(t0.Add(time.Duration(float64(k)/rate*float64(time.Second)))))
+			sleepCtx(ctx, time.Until(paceAt(t0, k, rate)))
 			if inflight.Load() >= maxInflight {
 				shed.Add(1)
 				continue
@@ -114,11 +111,7 @@ func (r *runner) authstorm(ctx context.Context) error {
 					refused.Add(1)
 				default:
 					failed.Add(1)
-					errMu.Lock()
-					if len(errSamples) < maxErrorSamples {
-						errSamples = append(errSamples, err.Error())
-					}
-					errMu.Unlock()
+					errs.add(err)
 				}
 			}()
 		}
@@ -167,16 +160,13 @@ func (r *runner) authstorm(ctx context.Context) error {
 	l := total.Summary()
 	res.Latency = &l
 	for i, in := range insts {
-		ir := InstanceResult{Name: in.Name, PID: in.PID}
-		ir.CPUS = round3((after[i].cpu - before[i].cpu).Seconds())
-		ir.ListenersStarted = listenerDelta(before[i], after[i])
-		ir.Metrics = counterDeltasOf(before[i], after[i])
+		ir := instanceResult(in, before[i], after[i])
 		res.Instances = append(res.Instances, ir)
 		res.Total.CPUS += ir.CPUS
 	}
 	res.Total.Name = "total"
 	smp.fill(res)
-	res.Errors = append(res.Errors, errSamples...)
+	res.Errors = append(res.Errors, errs.list()...)
 	var hsOK float64
 	for _, in := range res.Instances {
 		hsOK += in.Metrics[`firegate_handshakes_total{result="ok"}`]
@@ -191,15 +181,10 @@ func (r *runner) authstorm(ctx context.Context) error {
 func (r *runner) handshake(ctx context.Context, u, token string, h *Histogram) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	t0 := time.Now()
-	c, err := r.connect(cctx, u, token)
+	c, err := r.dialWelcome(cctx, u, token, h)
 	if err != nil {
 		return err
 	}
-	defer c.ws.CloseNow()
-	if _, err := c.await(cctx, wire.TypeWelcome); err != nil {
-		return err
-	}
-	h.Record(time.Since(t0))
+	c.ws.CloseNow()
 	return nil
 }

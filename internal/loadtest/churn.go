@@ -130,8 +130,7 @@ func (r *runner) churn(ctx context.Context) error {
 	smp := r.newSampler(ctx, "churn", insts, before)
 	var cycles, completed, failures, resumed, fresh atomic.Int64
 	var hsH, subH, resH Histogram
-	var errMu sync.Mutex
-	var errSamples []string
+	var errs errorSamples
 	smp.setExtra(func() string {
 		return fmt.Sprintf("cycles %d done %d failed %d resumed %d fresh %d handshake p99 %.1fms",
 			cycles.Load(), completed.Load(), failures.Load(), resumed.Load(), fresh.Load(), ms(hsH.Quantile(0.99)))
@@ -143,16 +142,11 @@ func (r *runner) churn(ctx context.Context) error {
 		u := insts[t].WSURL()
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		t0 := time.Now()
-		c, err := r.connect(cctx, u, tok)
+		c, err := r.dialWelcome(cctx, u, tok, &hsH)
 		if err != nil {
 			return err
 		}
 		defer c.ws.CloseNow()
-		if _, err := c.await(cctx, wire.TypeWelcome); err != nil {
-			return err
-		}
-		hsH.Record(time.Since(t0))
 		t1 := time.Now()
 		if err := c.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: loadCollection}); err != nil {
 			return err
@@ -168,16 +162,11 @@ func (r *runner) churn(ctx context.Context) error {
 		subH.Record(time.Since(t1))
 		_ = c.ws.Close(websocket.StatusNormalClosure, "churn")
 
-		t2 := time.Now()
-		c2, err := r.connect(cctx, u, tok)
+		c2, err := r.dialWelcome(cctx, u, tok, &hsH)
 		if err != nil {
 			return err
 		}
 		defer c2.ws.CloseNow()
-		if _, err := c2.await(cctx, wire.TypeWelcome); err != nil {
-			return err
-		}
-		hsH.Record(time.Since(t2))
 		t3 := time.Now()
 		if err := c2.send(cctx, wire.ClientMessage{Type: wire.TypeSubscribe, ID: "c1", Collection: loadCollection,
 			Resume: &wire.Resume{Epoch: sub.Epoch, Seq: snap.Seq}}); err != nil {
@@ -213,7 +202,7 @@ func (r *runner) churn(ctx context.Context) error {
 	sem := make(chan struct{}, 2000)
 	deadline := start.Add(cfg.Duration)
 	for k := int64(0); ; k++ {
-		at := start.Add(time.Duration(float64(k) / cfg.ChurnRate * float64(time.Second)))
+		at := paceAt(start, k, cfg.ChurnRate)
 		if at.After(deadline) || ctx.Err() != nil {
 			break
 		}
@@ -231,11 +220,7 @@ func (r *runner) churn(ctx context.Context) error {
 			defer func() { <-sem }()
 			if err := cycle(k); err != nil {
 				failures.Add(1)
-				errMu.Lock()
-				if len(errSamples) < maxErrorSamples {
-					errSamples = append(errSamples, err.Error())
-				}
-				errMu.Unlock()
+				errs.add(err)
 				return
 			}
 			completed.Add(1)
@@ -262,10 +247,8 @@ func (r *runner) churn(ctx context.Context) error {
 		cr.DistinctFds += exp[t]
 	}
 	for i, in := range insts {
-		ir := InstanceResult{Name: in.Name, PID: in.PID, ExpectedFeeds: exp[i]}
-		ir.CPUS = round3((after[i].cpu - before[i].cpu).Seconds())
-		ir.ListenersStarted = listenerDelta(before[i], after[i])
-		ir.Metrics = counterDeltasOf(before[i], after[i])
+		ir := instanceResult(in, before[i], after[i])
+		ir.ExpectedFeeds = exp[i]
 		res.Instances = append(res.Instances, ir)
 		res.Total.CPUS += ir.CPUS
 		res.Total.ListenersStarted += ir.ListenersStarted
@@ -273,7 +256,7 @@ func (r *runner) churn(ctx context.Context) error {
 	}
 	res.Total.Name = "total"
 	smp.fill(res)
-	res.Errors = append(res.Errors, errSamples...)
+	res.Errors = append(res.Errors, errs.list()...)
 	res.check("no failed cycles", cr.Failures == 0, "%d of %d cycles failed", cr.Failures, cr.Cycles)
 	res.check("every cycle completed", cr.Completed == cr.Cycles, "%d of %d", cr.Completed, cr.Cycles)
 	res.check("resume served from the lingering Feed", cr.Fresh == 0, "%d resumed, %d fresh snapshots", cr.Resumed, cr.Fresh)

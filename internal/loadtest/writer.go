@@ -182,7 +182,7 @@ pace:
 	for k := int64(0); ; k++ {
 		var wait <-chan time.Time
 		if rate > 0 {
-			at := start.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+			at := paceAt(start, k, rate)
 			if at.After(deadline) {
 				break
 			}
