@@ -428,6 +428,25 @@ func (s *Source) FeedEpoch(key, tenant string) string {
 	return randomID()
 }
 
+// Refused implements subscriptions.FleetLimiter: the Hub refused the Feed
+// for key after FeedEpoch, so the lease FeedEpoch took for it, if any and
+// not renewed since, is released at once instead of lapsing by its TTL.
+func (s *Source) Refused(key string) {
+	s.mu.Lock()
+	h, ok := s.leases[key]
+	delete(s.leases, key)
+	kv := s.kv
+	s.mu.Unlock()
+	if !ok || kv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	if kv.Delete(ctx, hashKey(key), jetstream.LastRevision(h.rev)) == nil {
+		s.m.Fleet.LeaseChanges[metrics.LeaseReleased].Inc()
+	}
+}
+
 // takeHold returns the lease FeedEpoch acquired for key, if any.
 func (s *Source) takeHold(key string) (leaseHold, bool) {
 	s.mu.Lock()

@@ -3,15 +3,19 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/firegate/firegate/internal/clock"
 	"github.com/firegate/firegate/internal/testkit"
+	"github.com/firegate/firegate/metrics"
+	"github.com/firegate/firegate/subscriptions"
 )
 
 // viewBucket returns a lease-like bucket on a new embedded NATS server;
@@ -157,5 +161,41 @@ func TestLeaseViewPutIsImmediate(t *testing.T) {
 	v.put(hashKey("k"), leaseJSON("gw2", "a"))
 	if o, e, ok := v.count(tenantHash("a"), hashKey("k"), nil); o != 0 || !e || !ok {
 		t.Fatalf("count after put = %d, %v, %v; want 0, true, true", o, e, ok)
+	}
+}
+
+// Refused releases the lease FeedEpoch took for a Feed the Hub then
+// refused, so no instance counts it; for a key with no lease it does
+// nothing.
+func TestRefusedReleasesLease(t *testing.T) {
+	ns := startNATS(t)
+	m := metrics.New(nil)
+	src, err := New(Config{URL: ns.url(), Inner: &subscriptions.FirestoreSource{}, Instance: "gw1", Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := src.bucket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.FeedEpoch("k", "org")
+	e, err := kv.Get(ctx, hashKey("k"))
+	if err != nil {
+		t.Fatalf("FeedEpoch took no lease: %v", err)
+	}
+	var l lease
+	if err := json.Unmarshal(e.Value(), &l); err != nil || l.Tenant != tenantHash("org") || l.Owner != "gw1" {
+		t.Fatalf("lease value %s (%v), want owner gw1 and the org's hash", e.Value(), err)
+	}
+	src.Refused("other") // no lease: nothing
+	src.Refused("k")
+	if _, err := kv.Get(ctx, hashKey("k")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("lease after Refused: %v, want it released", err)
+	}
+	if got := testutil.ToFloat64(m.Fleet.LeaseChanges[metrics.LeaseReleased]); got != 1 {
+		t.Fatalf("lease releases = %v, want 1", got)
 	}
 }

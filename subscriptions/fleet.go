@@ -53,12 +53,18 @@ type FleetInterest interface {
 //   - ok: false when the fleet's view is unknown (NATS unreachable, or
 //     not yet read); the Hub then applies its local count alone.
 //
-// The Hub calls it with its limit lock held (a leaf lock of the
+// The Hub calls FleetFeeds with its limit lock held (a leaf lock of the
 // implementation may be taken): it must not block, do I/O or call back
 // into the Hub. Its answer may lag the fleet by the time a lease change
 // takes to reach this instance.
+//
+// Refused tells that the Hub refused the new Feed for key (a limit, or
+// Close) after FeedEpoch: a lease FeedEpoch took for it may be released,
+// so that other instances stop counting it. Called with no Hub lock held;
+// it may block briefly on the network.
 type FleetLimiter interface {
 	FleetFeeds(tenant, key string, local []string) (others int, exists, ok bool)
+	Refused(key string)
 }
 
 // FleetFeed is what a FleetSource sees of a Feed. Its methods are safe for

@@ -396,6 +396,9 @@ func (h *Hub) acquire(spec FeedSpec) (*feed, error) {
 		f, err := h.tryAcquire(spec, epoch)
 		var le *LimitError
 		if !errors.As(err, &le) || evicted >= maxEvictions || !h.evictLingering(spec, le.Limit) {
+			if fl, ok := h.src.(FleetLimiter); ok && err != nil && epoch != "" {
+				fl.Refused(spec.Key)
+			}
 			return f, err
 		}
 	}

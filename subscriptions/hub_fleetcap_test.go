@@ -22,6 +22,19 @@ type hsFleet struct {
 	unknown bool              // guarded by mu: the view is unknown (degraded)
 	epochs  []string          // guarded by mu: keys FeedEpoch was asked for
 	locals  [][]string        // guarded by mu: the local keys of each FleetFeeds call
+	refused []string          // guarded by mu: keys Refused was told
+}
+
+func (x *hsFleet) Refused(key string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.refused = append(x.refused, key)
+}
+
+func (x *hsFleet) refusedKeys() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return slices.Clone(x.refused)
 }
 
 func (x *hsFleet) FeedEpoch(key, _ string) string {
@@ -124,6 +137,9 @@ func TestHubFleetWideTenantCap(t *testing.T) {
 			if x.asked(tc.next.Key) {
 				t.Fatal("a refused Feed asked for its epoch (and may have taken a lease)")
 			}
+			if r := x.refusedKeys(); len(r) != 0 {
+				t.Fatalf("Refused(%v) without an epoch asked for", r)
+			}
 			if h.feedFor(tc.next.Key) != nil {
 				t.Fatal("a refused Feed is registered")
 			}
@@ -190,5 +206,25 @@ func TestHubFleetCapEvictsLingering(t *testing.T) {
 				t.Fatalf("Subscribe = %v, want a %s refusal", err, LimitFeedsPerTenant)
 			}
 		})
+	}
+}
+
+// A Feed refused after FeedEpoch (here by the per-instance MaxFeeds) is
+// reported to the FleetLimiter, so that the lease FeedEpoch took can be
+// released; an admitted Feed is not.
+func TestHubFleetRefusedAfterEpoch(t *testing.T) {
+	hsLeakCheck(t)
+	h, x, _ := hsNewFleetHub(t, HubConfig{MaxFeeds: 1}, map[string]string{}, false)
+	hsSubscribe(t, h, hsSpec("k1", "a"), nil)
+	_, err := h.Subscribe(hsSpec("k2", "b"), hsNewRecorder(), nil)
+	var le *LimitError
+	if !errors.As(err, &le) || le.Limit != LimitFeeds {
+		t.Fatalf("Subscribe = %v, want a %s refusal", err, LimitFeeds)
+	}
+	if !x.asked("k2") {
+		t.Fatal("MaxFeeds refused before FeedEpoch; this test needs the refusal after it")
+	}
+	if r := x.refusedKeys(); !slices.Equal(r, []string{"k2"}) {
+		t.Fatalf("Refused keys = %v, want [k2]", r)
 	}
 }
