@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/ast"
 	"gopkg.in/yaml.v3"
 
 	"github.com/firegate/firegate/wire"
@@ -332,7 +334,7 @@ func parseRule(envs *celEnvs, index int, n *yaml.Node) (*policyRule, error) {
 		en := vals[key]
 		prg, err := compileExpr(env, en.Value, r.vars)
 		if err != nil {
-			if key == "allow" && strings.Contains(err.Error(), "undeclared reference to '"+varDoc) {
+			if key == "allow" && readsVar(env, en.Value, varDoc, varDocID, varDocPath) {
 				err = fmt.Errorf("allow may read only auth and path (documents are for filter): %w", err)
 			}
 			return nil, fmt.Errorf("%s: %s (line %d): %v", r, key, en.Line, err)
@@ -629,4 +631,91 @@ func canonicalFilterField(s string) (string, error) {
 		return "", fmt.Errorf("field path %q: %w", s, err)
 	}
 	return wire.JoinFieldPath(segs), nil
+}
+
+// readsVar reports whether the CEL expression src, parsed in env, reads a
+// free variable (one no comprehension binds) named one of names. It looks
+// at the parsed expression, so it answers for expressions that fail type
+// checking, such as one reading a variable env does not declare; it is
+// false for one that does not parse.
+func readsVar(env *cel.Env, src string, names ...string) bool {
+	parsed, iss := env.Parse(src)
+	if iss != nil && iss.Err() != nil {
+		return false
+	}
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	return readsFree(parsed.NativeRep().Expr(), want, nil)
+}
+
+// readsFree reports whether e reads an identifier in want that bound (the
+// comprehension variables in scope) does not shadow.
+func readsFree(e ast.Expr, want, bound map[string]bool) bool {
+	if e == nil {
+		return false
+	}
+	switch e.Kind() {
+	case ast.IdentKind:
+		return want[e.AsIdent()] && !bound[e.AsIdent()]
+	case ast.SelectKind:
+		return readsFree(e.AsSelect().Operand(), want, bound)
+	case ast.CallKind:
+		c := e.AsCall()
+		if c.IsMemberFunction() && readsFree(c.Target(), want, bound) {
+			return true
+		}
+		for _, a := range c.Args() {
+			if readsFree(a, want, bound) {
+				return true
+			}
+		}
+	case ast.ListKind:
+		for _, el := range e.AsList().Elements() {
+			if readsFree(el, want, bound) {
+				return true
+			}
+		}
+	case ast.MapKind:
+		for _, en := range e.AsMap().Entries() {
+			if me := en.AsMapEntry(); readsFree(me.Key(), want, bound) || readsFree(me.Value(), want, bound) {
+				return true
+			}
+		}
+	case ast.StructKind:
+		for _, f := range e.AsStruct().Fields() {
+			if readsFree(f.AsStructField().Value(), want, bound) {
+				return true
+			}
+		}
+	case ast.ComprehensionKind:
+		c := e.AsComprehension()
+		// The range and the accumulator's start are outside the
+		// comprehension's scope; the loop sees the iteration and
+		// accumulator variables, the result only the accumulator.
+		if readsFree(c.IterRange(), want, bound) || readsFree(c.AccuInit(), want, bound) {
+			return true
+		}
+		inner := withBound(bound, c.AccuVar(), c.IterVar(), c.IterVar2())
+		if readsFree(c.LoopCondition(), want, inner) || readsFree(c.LoopStep(), want, inner) {
+			return true
+		}
+		return readsFree(c.Result(), want, withBound(bound, c.AccuVar()))
+	}
+	return false
+}
+
+// withBound returns a copy of bound with names added (empty names skipped).
+func withBound(bound map[string]bool, names ...string) map[string]bool {
+	out := make(map[string]bool, len(bound)+len(names))
+	for n := range bound {
+		out[n] = true
+	}
+	for _, n := range names {
+		if n != "" {
+			out[n] = true
+		}
+	}
+	return out
 }

@@ -137,7 +137,8 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"cel syntax", "collections:\n  - path: tasks\n    scope: org\n  - path: notes\n    scope: user\n    filter: \"doc.a ==\"\n", []string{"collections[1]", `"notes"`, "filter (line 6)", "Syntax error"}},
 		{"cel undeclared", "collections:\n  - path: tasks\n    scope: org\n    allow: \"user.id == 'x'\"\n", []string{"collections[0]", "allow (line 4)", "undeclared reference to 'user'"}},
 		{"allow reads doc", "collections:\n  - path: tasks\n    scope: org\n    allow: \"doc.public == true\"\n", []string{"allow (line 4)", "allow may read only auth and path"}},
-		{"allow reads doc_id", "collections:\n  - path: tasks\n    scope: org\n    allow: \"doc_id == 'x'\"\n", []string{"allow (line 4)", "doc_id"}},
+		{"allow reads doc_id", "collections:\n  - path: tasks\n    scope: org\n    allow: \"doc_id == 'x'\"\n", []string{"allow (line 4)", "doc_id", "allow may read only auth and path"}},
+		{"allow reads doc_path", "collections:\n  - path: tasks\n    scope: org\n    allow: \"doc_path != ''\"\n", []string{"allow (line 4)", "doc_path", "allow may read only auth and path"}},
 		{"allow not bool", "collections:\n  - path: tasks\n    scope: org\n    allow: \"'yes'\"\n", []string{"allow (line 4)", "must be a bool, not string"}},
 		{"filter not bool", "collections:\n  - path: tasks\n    scope: org\n    filter: \"size(doc_id)\"\n", []string{"filter (line 4)", "must be a bool, not int"}},
 		{"filter empty", "collections:\n  - path: tasks\n    scope: org\n    filter: ''\n", []string{"filter (line 4)", "empty expression"}},
@@ -159,6 +160,79 @@ func TestParsePolicyErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDocumentHintOnlyForDocumentReads checks that the "documents are
+// for filter" and "create may not read doc" hints name the cause only when
+// the expression really reads the variable, not when the error is about
+// another name that merely starts with doc, or doc is a comprehension's
+// own variable.
+func TestDocumentHintOnlyForDocumentReads(t *testing.T) {
+	const allowHint, createHint = "allow may read only auth and path", "create may not read doc"
+	tests := []struct {
+		name, key, expr string
+		want            string // in the error
+		hint            string // allowHint or createHint
+		wantHint        bool
+	}{
+		{"allow reads doc", "allow", "doc.public == true", "undeclared reference to 'doc'", allowHint, true},
+		{"allow reads doc in a macro", "allow", "has(doc.public)", "undeclared reference to 'doc'", allowHint, true},
+		{"allow reads documents", "allow", "documents == 1", "undeclared reference to 'documents'", allowHint, false},
+		{"allow binds doc", "allow", "[1].exists(doc, doc == 1) && nope", "undeclared reference to 'nope'", allowHint, false},
+		{"create reads doc", "create", "doc.a == 1", "undeclared reference to 'doc'", createHint, true},
+		{"create reads doc beside a binding", "create", "[1].exists(doc, doc == 1) && doc.a == 1", "undeclared reference to 'doc'", createHint, true},
+		{"create binds doc", "create", "[1].exists(doc, doc == 1) && nope", "undeclared reference to 'nope'", createHint, false},
+		{"create reads docs", "create", "docs.a == 1", "undeclared reference to 'docs'", createHint, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := fmt.Sprintf("collections:\n  - path: tasks\n    scope: org\n    %s: %q\n", tt.key, tt.expr)
+			_, err := ParsePolicy([]byte(src))
+			if err == nil {
+				t.Fatalf("accepted %s: %s", tt.key, tt.expr)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			if got := strings.Contains(err.Error(), tt.hint); got != tt.wantHint {
+				t.Errorf("error %q: hint %q present = %v, want %v", err, tt.hint, got, tt.wantHint)
+			}
+		})
+	}
+}
+
+func TestReadsVar(t *testing.T) {
+	e, err := envs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{varDoc, varDocID, varDocPath}
+	tests := []struct {
+		expr string
+		want bool
+	}{
+		{"doc.public == true", true},
+		{"doc_id == 'x'", true},
+		{"doc_path.startsWith('x')", true},
+		{"has(doc.a)", true},
+		{"[doc][0] == 1", true},
+		{"{'k': doc}.k == 1", true},
+		{"{doc_id: 1}.size() == 1", true},
+		{"[1].exists(doc, doc > 1) && doc.a", true},
+		{"[1].map(x, x).exists(y, y == doc_path)", true},
+		{"[doc].exists(doc, doc == 1)", true}, // the range is outside the binding
+		{"[1, 2].exists(doc, doc > 1)", false},
+		{"[1].all(x, [x].exists(doc, doc == x))", false},
+		{"documents == 1", false},
+		{"auth.org_id == 'x' && path.p == 'y'", false},
+		{"{'doc': 1}.doc == 1", false},
+		{"doc.a ==", false}, // does not parse
+	}
+	for _, tt := range tests {
+		if got := readsVar(e.allow, tt.expr, names...); got != tt.want {
+			t.Errorf("readsVar(%q) = %v, want %v", tt.expr, got, tt.want)
+		}
 	}
 }
 

@@ -103,7 +103,7 @@ func parseWriteRules(r *policyRule, vals map[string]*yaml.Node) error {
 			err = checkRequestRefs(n.Value, env)
 		}
 		if err != nil {
-			if key == WriteCreate && strings.Contains(err.Error(), "undeclared reference to '"+varDoc+"'") {
+			if key == WriteCreate && readsVar(env, n.Value, varDoc) {
 				err = fmt.Errorf("create may not read doc (there is no stored document; the new one is request.doc): %w", err)
 			}
 			return fmt.Errorf("%s: %s (line %d): %v", r, key, n.Line, err)
