@@ -459,11 +459,14 @@ func (s *Source) takeHold(key string) (leaseHold, bool) {
 	return h, ok
 }
 
-// setRole moves a Feed between the fleet_feeds gauges.
-func (s *Source) setRole(key string, role metrics.FleetRole, on bool) {
+// setRole moves a Feed between the fleet_feeds gauges and logs the
+// transition at Info (the Feed's hash, epoch and seq; no document data).
+// It takes the Feed's lock (State): never call it with that lock held.
+func (s *Source) setRole(f subscriptions.FleetFeed, role metrics.FleetRole, on bool) {
+	key := f.Key()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.roles[key]; ok {
+	old, had := s.roles[key]
+	if had {
 		s.m.Fleet.Feeds[old].Dec()
 		delete(s.roles, key)
 	}
@@ -471,7 +474,22 @@ func (s *Source) setRole(key string, role metrics.FleetRole, on bool) {
 		s.roles[key] = role
 		s.m.Fleet.Feeds[role].Inc()
 	}
+	s.mu.Unlock()
+	if had == on && old == role {
+		return
+	}
+	name := "none"
+	if on {
+		name = role.String()
+	}
+	st, _ := f.State()
+	s.log.Info("fleet: Feed role", "feed", hashKey(key), "epoch", f.Epoch(), "role", name, "seq", st.Seq)
 }
+
+// msgListenerCurrent is logged (at Info) when the Firestore listener of an
+// owner or local session has delivered its first snapshot to the Feed: a
+// takeover or a fall-back to a local listener is complete.
+const msgListenerCurrent = "fleet: Feed listener current"
 
 // errLeaseLost ends an owner session whose renewal failed.
 var errLeaseLost = &subscriptions.UpstreamError{Code: codes.Aborted, Message: "fleet: Feed lease lost"}
@@ -486,7 +504,7 @@ func (s *Source) ListenFeed(ctx context.Context, f subscriptions.FleetFeed, emit
 		return ErrClosed
 	}
 	key := f.Key()
-	defer s.setRole(key, 0, false)
+	defer s.setRole(f, 0, false)
 	if h, ok := s.takeHold(key); ok {
 		return s.own(ctx, f, h, emit)
 	}
@@ -543,7 +561,7 @@ func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, h leaseHold
 	if err != nil {
 		return s.local(ctx, f, emit)
 	}
-	s.setRole(key, metrics.FleetOwned, true)
+	s.setRole(f, metrics.FleetOwned, true)
 	octx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -634,9 +652,14 @@ func (s *Source) own(ctx context.Context, f subscriptions.FleetFeed, h leaseHold
 		}
 	}
 	s.m.ListenersStarted.Inc()
+	current := false
 	err = s.inner.Listen(octx, f.Query(), func(snap *subscriptions.Snapshot) {
 		snap.Published = published
 		emit(snap)
+		if !current {
+			current = true
+			s.log.Info(msgListenerCurrent, "feed", hk, "epoch", epoch, "role", metrics.FleetOwned.String())
+		}
 	})
 	cause := context.Cause(octx)
 	cancel(nil)
@@ -681,7 +704,7 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 	if err != nil {
 		return s.local(ctx, f, emit)
 	}
-	s.setRole(key, metrics.FleetMirrored, true)
+	s.setRole(f, metrics.FleetMirrored, true)
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.declareInterest(mctx, hk)
@@ -761,6 +784,7 @@ func (s *Source) mirror(ctx context.Context, f subscriptions.FleetFeed, emit fun
 		}
 		snap.Seq = ownerSeq + offset
 		snap.ReceivedAt = time.Now()
+		s.log.Debug("fleet: mirror resync", "feed", hk, "owner_seq", ownerSeq, "offset", offset, "cur", cur, "docs", len(snap.Docs))
 		emit(snap)
 		cur = ownerSeq
 		return nil
@@ -941,8 +965,7 @@ func degradedJump() uint64 { return 1<<32 + rand.Uint64N(1<<40) }
 // (see degradedJump). When NATS is reachable again it ends with an error so
 // the next session rejoins the fleet.
 func (s *Source) local(ctx context.Context, f subscriptions.FleetFeed, emit func(*subscriptions.Snapshot)) error {
-	key := f.Key()
-	s.setRole(key, metrics.FleetLocal, true)
+	s.setRole(f, metrics.FleetLocal, true)
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	rejoin := errors.New("fleet: NATS reachable again; rejoining the fleet")
@@ -969,6 +992,9 @@ func (s *Source) local(ctx context.Context, f subscriptions.FleetFeed, emit func
 			if st, ok := f.State(); ok {
 				snap.Seq = st.Seq + degradedJump()
 			}
+			emit(snap)
+			s.log.Info(msgListenerCurrent, "feed", hashKey(f.Key()), "epoch", f.Epoch(), "role", metrics.FleetLocal.String(), "seq", snap.Seq)
+			return
 		}
 		emit(snap)
 	})

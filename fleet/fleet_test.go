@@ -195,6 +195,7 @@ func TestOwnerCrashFailover(t *testing.T) {
 	st.set("t2", task("org_a", "two", 3))
 	ownerOf(t, rest)
 	converged(t, "after failover", st.fresh("org_a"), restClients...)
+	listenersCurrent(t, "the new owner's listener", 1, rest...)
 	st.set("t3", task("org_a", "three", 4))
 	st.del("t1")
 	converged(t, "changes after failover", st.fresh("org_a"), restClients...)
@@ -243,6 +244,7 @@ func TestDrainHandsLeaseOver(t *testing.T) {
 		}
 		return nil
 	}))
+	listenersCurrent(t, "the new owner's listener", 1, other)
 	st.set("t2", task("org_a", "two", 2))
 	converged(t, "after the handover", st.fresh("org_a"), oc)
 	if n := len(oc.framesOf(wire.TypeSnapshot)); n != 1 {
@@ -277,6 +279,9 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 		}
 		return nil
 	}))
+	for _, in := range ins {
+		listenersCurrent(t, in.name+"'s local listener", 1, in)
+	}
 	st.set("t2", task("org_a", "two while degraded", 2))
 	converged(t, "delivery while degraded", st.fresh("org_a"), c0, c1)
 
@@ -295,6 +300,7 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 		}
 		return nil
 	}))
+	listenersCurrent(t, "the owner's listener, alone in the fleet", 1, ins...)
 	st.set("t3", task("org_a", "three after", 3))
 	converged(t, "delivery after convergence", st.fresh("org_a"), c0, c1)
 	for _, c := range []*client{c0, c1} {
@@ -412,6 +418,7 @@ func TestUnpublishedChangeReachesMirrors(t *testing.T) {
 		st.set(fmt.Sprintf("t%d", round), task("org_a", "unpublished", round))
 		converged(t, fmt.Sprintf("round %d", round), st.fresh("org_a"), c0, c1)
 		ownerOf(t, ins)
+		listenersCurrent(t, fmt.Sprintf("round %d: the owner's listener", round), 1, ins...)
 	}
 	for _, c := range []*client{c0, c1} {
 		if n := len(c.framesOf(wire.TypeSnapshot)); n != 1 {

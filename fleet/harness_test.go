@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,13 +118,69 @@ func (n *natsServer) stop() {
 
 func (n *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
 
+// listenWatch wraps an instance's Firestore source and counts its
+// listeners: running, and current (running, with their first snapshot
+// applied by the Feed).
+//
+// Why tests wait for current listeners: Google's Firestore emulator can
+// lose a write committed while a listener's target is being added (the
+// listener's first snapshot has a read time after the commit but lacks the
+// write, and no change for it follows; about 1 in 100 listeners started
+// beside a write on a loaded machine, with the plain client library and no
+// Firegate code). Firestore itself includes every commit before a
+// snapshot's read time. So a test that writes right after a Feed changed
+// role (its new listener may still be starting) first waits until the
+// listeners it expects are current; what the write must then reach is
+// unchanged.
+type listenWatch struct {
+	subscriptions.Source
+	running, current atomic.Int64
+}
+
+func (w *listenWatch) Listen(ctx context.Context, q subscriptions.Query, emit func(*subscriptions.Snapshot)) error {
+	w.running.Add(1)
+	defer w.running.Add(-1)
+	first := true // emit runs on this goroutine
+	defer func() {
+		if !first {
+			w.current.Add(-1)
+		}
+	}()
+	return w.Source.Listen(ctx, q, func(snap *subscriptions.Snapshot) {
+		emit(snap)
+		if first {
+			first = false
+			w.current.Add(1)
+		}
+	})
+}
+
+// listenersCurrent waits until ins run n Firestore listeners in all, every
+// one of them current (see listenWatch).
+func listenersCurrent(t *testing.T, what string, n int64, ins ...*instance) {
+	t.Helper()
+	testkit.CheckFor(t, wait, poll, about(what, func() error {
+		var running, current int64
+		for _, in := range ins {
+			running += in.lw.running.Load()
+			current += in.lw.current.Load()
+		}
+		if running != n || current != n {
+			return fmt.Errorf("%d listeners running, %d current; want %d current", running, current, n)
+		}
+		return nil
+	}))
+}
+
 // instance is one gateway's subscription layer: a Hub over a fleet Source
 // over its own Firestore source, with its own metrics.
 type instance struct {
 	name  string
+	logs  *syncBuffer // the Source's and the Hub's log, printed when the test fails
 	reg   *prometheus.Registry
 	m     *metrics.Metrics
 	fs    *subscriptions.FirestoreSource
+	lw    *listenWatch // fs, as the fleet Source sees it
 	src   *Source
 	hub   *subscriptions.Hub
 	close sync.Once
@@ -135,23 +193,50 @@ func newInstance(t *testing.T, name, natsURL, project string) *instance {
 
 func newInstanceLinger(t *testing.T, name, natsURL, project string, linger time.Duration) *instance {
 	t.Helper()
-	in := &instance{name: name, reg: prometheus.NewRegistry()}
+	in := &instance{name: name, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	in.m = metrics.New(in.reg)
+	log := slog.New(slog.NewTextHandler(in.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
 	var err error
-	in.fs, err = subscriptions.NewFirestoreSource(context.Background(), subscriptions.FirestoreConfig{ProjectID: project, MaxFeeds: 10})
+	in.fs, err = subscriptions.NewFirestoreSource(context.Background(), subscriptions.FirestoreConfig{
+		ProjectID: project, MaxFeeds: 10, Logger: log,
+		// No health pings: a ping slower than its timeout on a loaded
+		// machine restarts every listener (see listenWatch for why a
+		// restart must not race a test's write); these tests are about
+		// the fleet, not Firestore outages.
+		HealthInterval: -1,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.src, err = New(Config{URL: natsURL, Inner: in.fs, Instance: name, LeaseTTL: 1500 * time.Millisecond, Metrics: in.m, RequestTimeout: 2 * time.Second})
+	in.lw = &listenWatch{Source: in.fs}
+	in.src, err = New(Config{URL: natsURL, Inner: in.lw, Instance: name, LeaseTTL: 1500 * time.Millisecond, Metrics: in.m, RequestTimeout: 2 * time.Second, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.hub, err = subscriptions.NewHub(in.src, subscriptions.HubConfig{Metrics: in.m, Linger: linger, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond})
+	in.hub, err = subscriptions.NewHub(in.src, subscriptions.HubConfig{Metrics: in.m, Logger: log, Linger: linger, RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(in.shutdown)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s: %s\n%s", in.name, in.roles(), in.logs.String())
+		}
+	})
 	return in
+}
+
+// roles describes the instance's Feeds (hash → role) and its fleet state,
+// for failure messages.
+func (in *instance) roles() string {
+	in.src.mu.Lock()
+	defer in.src.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "degraded=%v roles:", in.src.Degraded())
+	for key, r := range in.src.roles {
+		fmt.Fprintf(&b, " %s=%s", hashKey(key), r)
+	}
+	return b.String()
 }
 
 // shutdown is a graceful stop: the Hub closes its Feeds (owners release
@@ -324,7 +409,41 @@ func subscribe(t *testing.T, in *instance, name, org string, resume *wire.Resume
 	c.mu.Lock()
 	c.sub = s
 	c.mu.Unlock()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s on %s: %s", name, in.name, c.summary())
+		}
+	})
 	return c
+}
+
+// summary lists what the client received (types, seqs, changed ids; no
+// document data), for failure messages.
+func (c *client) summary() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "epoch %s seq %d, %d docs, frames:", c.epoch, c.seq, len(c.docs))
+	for _, f := range c.frames {
+		fmt.Fprintf(&b, " %s", f.Type)
+		switch f.Type {
+		case wire.TypeSnapshot:
+			fmt.Fprintf(&b, "(seq %d, %d docs)", f.Seq, len(f.Docs))
+		case wire.TypeChanges:
+			fmt.Fprintf(&b, "(seq %d:", f.Seq)
+			for _, ch := range f.Changes {
+				fmt.Fprintf(&b, " %s %s", ch.Kind, ch.ID)
+			}
+			b.WriteString(")")
+		case wire.TypeSubscribed:
+			fmt.Fprintf(&b, "(%s resumed=%v)", f.Epoch, f.Resumed)
+		default:
+			if f.Reason != "" {
+				fmt.Fprintf(&b, "(%s)", f.Reason)
+			}
+		}
+	}
+	return b.String()
 }
 
 // store writes test documents through its own Firestore client.
