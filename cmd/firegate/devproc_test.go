@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"os"
@@ -10,10 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/firegate/firegate/internal/testkit"
 )
 
 // buildFiregate builds this command into a temporary directory with
@@ -32,32 +32,13 @@ func buildFiregate(t *testing.T, ldflags string) string {
 	return bin
 }
 
-// lockedBuffer is a bytes.Buffer safe for one writer (the process) and
-// concurrent readers (the test).
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // devProcess is a firegate process started by startDev.
 type devProcess struct {
 	cmd    *exec.Cmd
-	name   string        // the command line, for messages
-	banner string        // stdout up to the last line startDev waited for
-	stderr *lockedBuffer // everything the process wrote to stderr
-	exited chan error    // receives cmd.Wait's result once stdout closes
+	name   string                // the command line, for messages
+	banner string                // stdout up to the last line startDev waited for
+	stderr *testkit.LockedBuffer // everything the process wrote to stderr
+	exited chan error            // receives cmd.Wait's result once stdout closes
 }
 
 // startDev starts bin with args and env added to this process's
@@ -75,7 +56,7 @@ func startDev(t *testing.T, bin string, args, env []string, want map[string]*reg
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &devProcess{cmd: cmd, name: "firegate " + strings.Join(args, " "), stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+	p := &devProcess{cmd: cmd, name: "firegate " + strings.Join(args, " "), stderr: &testkit.LockedBuffer{}, exited: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package testkit is what the project's tests share: waiting on a
 // condition with a deadline, so that no test depends on timing to pass and
-// a timeout says why.
+// a timeout says why; and a buffer for a child process's output.
 package testkit
 
 import (
