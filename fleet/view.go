@@ -156,7 +156,9 @@ func (v *leaseView) put(key string, val []byte) {
 
 func (v *leaseView) putLocked(key string, val []byte) {
 	var l lease
-	_ = json.Unmarshal(val, &l) // malformed: no tenant, not mine
+	if json.Unmarshal(val, &l) != nil {
+		l = lease{} // malformed: no tenant, not mine
+	}
 	v.removeLocked(key)
 	v.entries[key] = viewEntry{tenant: l.Tenant, mine: l.Owner != "" && l.Owner == v.me, seen: v.now()}
 	if l.Tenant != "" {

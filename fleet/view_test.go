@@ -199,3 +199,67 @@ func TestRefusedReleasesLease(t *testing.T) {
 		t.Fatalf("lease releases = %v, want 1", got)
 	}
 }
+
+// FuzzLeaseViewPut feeds the view lease values as any peer (or anyone
+// with write access to the bucket) could write them: a value never
+// panics, a malformed one counts for no tenant and is not this
+// instance's, a well-formed one counts for its tenant exactly once, and
+// the tenant index always matches the entries.
+func FuzzLeaseViewPut(f *testing.F) {
+	f.Add("fa", leaseJSON("gw2", "org"))
+	f.Add("fb", leaseJSON("gw1", "org"))
+	f.Add("fc", leaseJSON("gw2", ""))
+	f.Add("fd", []byte(`{"owner":"gw2","t":5}`))
+	f.Add("fdd", []byte(`{"owner":"gw1","t":"x","epoch":5}`))
+	f.Add("fe", []byte(`{"owner":"gw2","t":"x","t":"y"}`))
+	f.Add("ff", []byte(`not json`))
+	f.Add("fg", []byte(`null`))
+	f.Fuzz(func(t *testing.T, key string, val []byte) {
+		v := newLeaseView("gw1", time.Minute)
+		v.synced = true
+		v.put("other", leaseJSON("gw3", "org"))
+		v.put(key, val)
+		v.put(key, val) // a renewal with the same value: still once
+		var l lease
+		parsed := json.Unmarshal(val, &l) == nil
+		v.mu.Lock()
+		e := v.entries[key]
+		indexed := 0
+		for th, keys := range v.byTenant {
+			for k := range keys {
+				indexed++
+				if ent, ok := v.entries[k]; !ok || ent.tenant != th {
+					v.mu.Unlock()
+					t.Fatalf("index has %s under %q, entry %+v", k, th, ent)
+				}
+			}
+		}
+		withTenant := 0
+		for _, ent := range v.entries {
+			if ent.tenant != "" {
+				withTenant++
+			}
+		}
+		v.mu.Unlock()
+		if indexed != withTenant {
+			t.Fatalf("index holds %d keys, %d entries have a tenant", indexed, withTenant)
+		}
+		if parsed && (e.tenant != l.Tenant || e.mine != (l.Owner == "gw1")) {
+			t.Fatalf("entry %+v for value %s", e, val)
+		}
+		if !parsed && key != "other" && (e.tenant != "" || e.mine) {
+			t.Fatalf("entry %+v for malformed value %s", e, val)
+		}
+		others, _, ok := v.count(tenantHash("org"), "none", nil)
+		want := 1
+		if key != "other" && parsed && l.Tenant == tenantHash("org") && l.Owner != "gw1" {
+			want++
+		}
+		if key == "other" && !(parsed && l.Tenant == tenantHash("org") && l.Owner != "gw1") {
+			want--
+		}
+		if !ok || others != want {
+			t.Fatalf("count = %d, %v; want %d", others, ok, want)
+		}
+	})
+}
