@@ -279,6 +279,9 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 		}
 		return nil
 	}))
+	for _, in := range ins {
+		listenersCurrent(t, in.name+"'s local listener", 1, in)
+	}
 	st.set("t2", task("org_a", "two while degraded", 2))
 	converged(t, "delivery while degraded", st.fresh("org_a"), c0, c1)
 
@@ -297,6 +300,7 @@ func TestNATSOutageDegradesThenConverges(t *testing.T) {
 		}
 		return nil
 	}))
+	listenersCurrent(t, "the owner's listener, alone in the fleet", 1, ins...)
 	st.set("t3", task("org_a", "three after", 3))
 	converged(t, "delivery after convergence", st.fresh("org_a"), c0, c1)
 	for _, c := range []*client{c0, c1} {

@@ -203,7 +203,7 @@ func newInstanceLinger(t *testing.T, name, natsURL, project string, linger time.
 		// machine restarts every listener (see listenWatch for why a
 		// restart must not race a test's write); these tests are about
 		// the fleet, not Firestore outages.
-
+		HealthInterval: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
