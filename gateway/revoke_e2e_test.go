@@ -164,13 +164,16 @@ func TestDeletedUserRefused(t *testing.T) {
 	hook := webhookServer(t, e)
 	user := uniq("u")
 	tok := e.token(authz.MintOptions{UserID: user})
+	// A token of another session, issued before the deletion too (one
+	// minted after it carries a later iat once the clock crosses a second).
+	otherSession := e.token(authz.MintOptions{UserID: user, SessionID: uniq("sess")})
 	live := e.connect(tok)
 	if code := postWebhook(t, hook, uniq("msg"), `{"type":"user.deleted","data":{"id":"`+user+`","deleted":true}}`); code != 204 {
 		t.Fatalf("webhook status %d", code)
 	}
 	wantClosed4001(t, live, "session revoked")
 	wantClosed4001(t, e.dialToken(tok), "session revoked")
-	wantClosed4001(t, e.dialToken(e.token(authz.MintOptions{UserID: user, SessionID: uniq("sess")})), "session revoked")
+	wantClosed4001(t, e.dialToken(otherSession), "session revoked")
 	bystander := e.connect(e.token(authz.MintOptions{UserID: uniq("u")}))
 	bystander.send(map[string]any{"type": "ping", "id": "p"})
 	bystander.expect("pong")
