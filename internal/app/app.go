@@ -3,6 +3,8 @@ package app
 import (
 	"cmp"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -138,9 +140,8 @@ func build(ctx context.Context, s *Settings, pol *authz.Policy, vcfg authz.Verif
 	}
 	var src subscriptions.Source = p.source
 	if s.NATSURL != "" {
-		host, _ := os.Hostname()
 		p.fleet, err = fleet.New(fleet.Config{
-			URL: s.NATSURL, Inner: p.source, Instance: host + "-" + strconv.Itoa(os.Getpid()), LeaseTTL: s.NATSLeaseTTL,
+			URL: s.NATSURL, Inner: p.source, Instance: instanceID(), LeaseTTL: s.NATSLeaseTTL,
 			ReplayCount: s.ReplayCount, ReplayAge: s.ReplayAge, Metrics: p.m, Logger: log,
 		})
 		if err != nil {
@@ -412,4 +413,15 @@ func Dev(ctx context.Context, s *Settings, log *slog.Logger, out io.Writer, read
 		return nil
 	}
 	return err
+}
+
+// instanceID names this process in fleet leases and interest keys:
+// host-pid-random. The random part makes it unique per start: a restarted
+// container keeps its host name and often pid 1, and must not take its
+// predecessor's unexpired leases for its own.
+func instanceID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
 }

@@ -145,3 +145,20 @@ func TestREADMEListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+// TestInstanceIDUniquePerStart: two starts of the same process (same host,
+// same pid, as a restarted container's pid 1) get different fleet
+// instance ids, both naming the host and pid.
+func TestInstanceIDUniquePerStart(t *testing.T) {
+	host, _ := os.Hostname()
+	prefix := fmt.Sprintf("%s-%d-", host, os.Getpid())
+	a, b := instanceID(), instanceID()
+	for _, id := range []string{a, b} {
+		if !strings.HasPrefix(id, prefix) || len(id) != len(prefix)+8 {
+			t.Fatalf("instanceID() = %q, want %q plus 8 hex digits", id, prefix)
+		}
+	}
+	if a == b {
+		t.Fatalf("two starts got the same instance id %q", a)
+	}
+}
