@@ -176,7 +176,7 @@ func listenersCurrent(t *testing.T, what string, n int64, ins ...*instance) {
 // over its own Firestore source, with its own metrics.
 type instance struct {
 	name  string
-	logs  *syncBuffer // the Source's and the Hub's log, printed when the test fails
+	logs  *testkit.LockedBuffer // the Source's and the Hub's log, printed when the test fails
 	reg   *prometheus.Registry
 	m     *metrics.Metrics
 	fs    *subscriptions.FirestoreSource
@@ -193,7 +193,7 @@ func newInstance(t *testing.T, name, natsURL, project string) *instance {
 
 func newInstanceLinger(t *testing.T, name, natsURL, project string, linger time.Duration) *instance {
 	t.Helper()
-	in := &instance{name: name, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	in := &instance{name: name, reg: prometheus.NewRegistry(), logs: &testkit.LockedBuffer{}}
 	in.m = metrics.New(in.reg)
 	log := slog.New(slog.NewTextHandler(in.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
 	var err error

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,37 +52,19 @@ func firegateBinary(t *testing.T) string {
 	return builtBin
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one `firegate serve` process.
 type proc struct {
 	name        string
 	cmd         *exec.Cmd
 	addr, admin string
-	out         *syncBuffer
+	out         *testkit.LockedBuffer
 	done        chan struct{}
 }
 
 func startServe(t *testing.T, name string, env []string) *proc {
 	t.Helper()
 	p := &proc{
-		name: name, out: &syncBuffer{}, done: make(chan struct{}),
+		name: name, out: &testkit.LockedBuffer{}, done: make(chan struct{}),
 		addr:  "127.0.0.1:" + strconv.Itoa(freePort(t)),
 		admin: "127.0.0.1:" + strconv.Itoa(freePort(t)),
 	}
