@@ -461,7 +461,8 @@ func (s *Source) takeHold(key string) (leaseHold, bool) {
 
 // setRole moves a Feed between the fleet_feeds gauges and logs the
 // transition at Info (the Feed's hash, epoch and seq; no document data).
-// It takes the Feed's lock (State): never call it with that lock held.
+// It takes the Feed's lock briefly (Seq): never call it with that lock
+// held.
 func (s *Source) setRole(f subscriptions.FleetFeed, role metrics.FleetRole, on bool) {
 	key := f.Key()
 	s.mu.Lock()
@@ -482,8 +483,7 @@ func (s *Source) setRole(f subscriptions.FleetFeed, role metrics.FleetRole, on b
 	if on {
 		name = role.String()
 	}
-	st, _ := f.State()
-	s.log.Info("fleet: Feed role", "feed", hashKey(key), "epoch", f.Epoch(), "role", name, "seq", st.Seq)
+	s.log.Info("fleet: Feed role", "feed", hashKey(key), "epoch", f.Epoch(), "role", name, "seq", f.Seq())
 }
 
 // msgListenerCurrent is logged (at Info) when the Firestore listener of an

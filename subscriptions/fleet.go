@@ -76,6 +76,9 @@ type FleetFeed interface {
 	Tenant() string
 	// Epoch is the Feed's epoch (fixed for the Feed's life).
 	Epoch() string
+	// Seq is the Feed's current seq (0 before its first snapshot). It
+	// takes the Feed's lock only to read it: cheap, unlike State.
+	Seq() uint64
 	// Query is what the Feed's listener runs.
 	Query() Query
 	// State returns the Feed's visible documents in snapshot order, its
@@ -115,6 +118,12 @@ func (x fleetFeed) Key() string    { return x.f.spec.Key }
 func (x fleetFeed) Tenant() string { return x.f.spec.Tenant }
 func (x fleetFeed) Epoch() string  { return x.f.epoch }
 func (x fleetFeed) Query() Query   { return x.f.spec.Query }
+
+func (x fleetFeed) Seq() uint64 {
+	x.f.mu.Lock()
+	defer x.f.mu.Unlock()
+	return x.f.seq
+}
 
 func (x fleetFeed) State() (FeedState, bool) {
 	f := x.f
