@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/firegate/firegate/internal/clock"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -47,7 +48,7 @@ type viewEntry struct {
 type leaseView struct {
 	me  string        // this instance's Owner in lease values
 	ttl time.Duration // lease TTL
-	now func() time.Time
+	clk clock.Clock   // the view's time (tests: a clock.Fake)
 
 	mu       sync.Mutex
 	gen      uint64             // current watch; older watches stop updating
@@ -58,7 +59,7 @@ type leaseView struct {
 }
 
 func newLeaseView(me string, ttl time.Duration) *leaseView {
-	return &leaseView{me: me, ttl: ttl, now: time.Now, entries: make(map[string]viewEntry), byTenant: make(map[string]map[string]struct{})}
+	return &leaseView{me: me, ttl: ttl, clk: clock.Real, entries: make(map[string]viewEntry), byTenant: make(map[string]map[string]struct{})}
 }
 
 // watch (re)starts the view on kv: it forgets what it knew, is unknown
@@ -160,7 +161,7 @@ func (v *leaseView) putLocked(key string, val []byte) {
 		l = lease{} // malformed: no tenant, not mine
 	}
 	v.removeLocked(key)
-	v.entries[key] = viewEntry{tenant: l.Tenant, mine: l.Owner != "" && l.Owner == v.me, seen: v.now()}
+	v.entries[key] = viewEntry{tenant: l.Tenant, mine: l.Owner != "" && l.Owner == v.me, seen: v.clk.Now()}
 	if l.Tenant != "" {
 		keys := v.byTenant[l.Tenant]
 		if keys == nil {
@@ -195,7 +196,7 @@ func (v *leaseView) prune(gen uint64) {
 	if gen != v.gen {
 		return
 	}
-	now := v.now()
+	now := v.clk.Now()
 	for k, e := range v.entries {
 		if !v.live(e, now) {
 			v.removeLocked(k)
@@ -213,7 +214,7 @@ func (v *leaseView) count(th, hk string, local map[string]struct{}) (others int,
 	if !v.synced {
 		return 0, false, false
 	}
-	now := v.now()
+	now := v.clk.Now()
 	if e, found := v.entries[hk]; found && !e.mine && v.live(e, now) {
 		exists = true
 	}

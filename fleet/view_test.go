@@ -85,7 +85,7 @@ func TestLeaseView(t *testing.T) {
 	put("a1", leaseJSON("gw2", "a")) // before the watch starts
 	fc := clock.NewFake(time.Unix(1_800_000_000, 0))
 	v := newLeaseView("gw1", 10*time.Second)
-	v.now = fc.Now
+	v.clk = fc
 	t.Cleanup(v.stop)
 	if _, _, ok := v.count(tenantHash("a"), hashKey("x"), nil); ok {
 		t.Fatal("a view that never watched answers")
